@@ -17,6 +17,9 @@ DURATION    ?= 60s
 TARGET      ?= gateway
 PYTEST_ARGS ?=
 
+# California housing offline: the shared StatLib archive beside the checkout, when present.
+HOUSING_DATA ?= $(wildcard ../shared/data/cal_housing.tgz)
+export HOUSING_DATA
 TRAIN_FLAGS := $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LIMIT),--limit $(LIMIT))
 MODELSERVER_FLAGS := --model_config_file serving/models.config --models_root $(MODELS_DIR) \
 	--port $(GRPC_PORT) --rest_api_port $(REST_PORT) \
