@@ -62,6 +62,12 @@ def real_housing_path() -> Path | None:
 
 
 @pytest.fixture(scope="session")
+def real_housing_archive() -> Path | None:
+    """The real cal_housing archive/data file when available, else None."""
+    return real_housing_path()
+
+
+@pytest.fixture(scope="session")
 def housing_data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """cal_housing.tgz: the real archive, else a synthetic one in the same format."""
     from training.data.housing import synthetic_table, write_cal_housing

@@ -70,13 +70,13 @@ def _to_floats(history: dict[str, list[float]]) -> dict[str, list[float]]:
 
 
 def train_fashion_mnist(config: TrainConfig, out_dir: Path) -> dict[str, Any]:
+    hp = config.hyperparameters("fashion_mnist")
+    data = fashion_mnist.load_fashion_mnist(config.data_dir)  # before the slow keras import
+    s = fashion_mnist.split(data, limit=config.limit)
     import keras
 
     from training.models import build_classifier
 
-    hp = config.hyperparameters("fashion_mnist")
-    data = fashion_mnist.load_fashion_mnist(config.data_dir)
-    s = fashion_mnist.split(data, limit=config.limit)
     keras.utils.set_random_seed(config.seed)
     model = build_classifier(hp["learning_rate"])
     # Like the seed: scale pixels to [0, 1] before training; the export does it in-graph.
@@ -113,13 +113,13 @@ def train_fashion_mnist(config: TrainConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def train_housing(config: TrainConfig, out_dir: Path) -> dict[str, Any]:
+    hp = config.hyperparameters("housing")
+    data = housing.load_housing(config.housing_data)  # before the slow keras import
+    s = housing.split(data, limit=config.limit)
     import keras
 
     from training.models import build_regressor, split_inputs
 
-    hp = config.hyperparameters("housing")
-    data = housing.load_housing(config.housing_data)
-    s = housing.split(data, limit=config.limit)
     keras.utils.set_random_seed(config.seed)
     model = build_regressor(s.x_train, hp["learning_rate"])
     start = time.monotonic()

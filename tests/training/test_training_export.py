@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from serving.modelcard import latest_model_card, load_model_card
-from training.export import SIGNATURES, ExportError, export_model, signature_specs
+from training.export import SIGNATURES, signature_specs
 
 tf = pytest.importorskip("tensorflow")
 

@@ -41,6 +41,8 @@ FILES = {
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
 VALIDATION_SIZE = 5000
+# Searched after --data-dir / $FASHION_MNIST_DIR: the keras cache, then the Debian package.
+STANDARD_DIRS = ("~/.keras/datasets/fashion-mnist", "/usr/share/datasets/fashion-mnist")
 HOW_TO_GET = (
     "install the Debian package dataset-fashion-mnist, or put the four IDX files "
     "(train-images-idx3-ubyte.gz, ...) in a directory and pass --data-dir / FASHION_MNIST_DIR"
@@ -76,9 +78,7 @@ def default_search_dirs(data_dir: str | os.PathLike[str] | None = None) -> list[
     """Directories searched, in order; an explicit directory replaces the env variable."""
     explicit = data_dir or os.environ.get("FASHION_MNIST_DIR")
     dirs = [Path(explicit).expanduser()] if explicit else []
-    dirs.append(Path("~/.keras/datasets/fashion-mnist").expanduser())
-    dirs.append(Path("/usr/share/datasets/fashion-mnist"))
-    return dirs
+    return dirs + [Path(d).expanduser() for d in STANDARD_DIRS]
 
 
 def _find_file(directory: Path, stem: str) -> Path | None:
