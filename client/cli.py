@@ -1,0 +1,212 @@
+"""Argument parsing and error handling of ``python -m client``.
+
+    python -m client grpc predict --server localhost:8500 shoe.png
+    python -m client grpc predict --test-images 20 --seed 1
+    python -m client grpc housing --features MedInc=8.3,HouseAge=41,...
+    python -m client grpc metadata --model housing
+    python -m client grpc status --model fashion_mnist
+    python -m client http predict --url http://localhost:8000 shoe.png
+    python -m client http housing --csv rows.csv
+
+Configuration: flags, with defaults from the environment read here once:
+``MODEL_SERVER_GRPC`` (default ``localhost:8500``), ``GATEWAY_URL`` (``http://localhost:8000``),
+``MODEL_CARDS_DIR`` (``models``). Exit codes are in ``client.errors`` and docs/clients.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from client.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ClientError
+
+DEFAULT_GRPC = os.environ.get("MODEL_SERVER_GRPC", "localhost:8500")
+DEFAULT_URL = os.environ.get("GATEWAY_URL", "http://localhost:8000")
+DEFAULT_MODELS_DIR = os.environ.get("MODEL_CARDS_DIR", "models")
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_BATCH = 100
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _common(*, grpc: bool) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    if grpc:
+        common.add_argument(
+            "--server",
+            default=DEFAULT_GRPC,
+            help=f"model server gRPC host:port (default $MODEL_SERVER_GRPC or {DEFAULT_GRPC})",
+        )
+    else:
+        common.add_argument(
+            "--url",
+            default=DEFAULT_URL,
+            help=f"gateway base URL (default $GATEWAY_URL or {DEFAULT_URL})",
+        )
+    common.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        help=f"deadline per request in seconds (default {DEFAULT_TIMEOUT:g})",
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    return common
+
+
+def _model_selector(parser: argparse.ArgumentParser, default_model: str) -> None:
+    parser.add_argument(
+        "--model", default=default_model, help=f"model name (default {default_model})"
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", type=_positive_int, help="a specific model version")
+    which.add_argument("--label", help="a version label, e.g. stable or canary")
+
+
+def _predict_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="PNG/JPEG/... files or .npy arrays"
+    )
+    parser.add_argument(
+        "--test-images",
+        type=_positive_int,
+        metavar="N",
+        help="predict N random Fashion-MNIST test images and report the accuracy",
+    )
+    parser.add_argument("--seed", type=int, help="random seed for --test-images")
+    parser.add_argument(
+        "--data-dir",
+        help="Fashion-MNIST IDX directory (default: $FASHION_MNIST_DIR, then the usual places)",
+    )
+    parser.add_argument(
+        "--invert",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="make images light-on-black like Fashion-MNIST (auto: when the border is light)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH,
+        help=f"images per request (default {DEFAULT_BATCH})",
+    )
+
+
+def _housing_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--features", metavar="NAME=VALUE,...", help="the 8 features of one district"
+    )
+    source.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="CSV file: a header of the 8 feature names, one row per district",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH,
+        help=f"rows per request (default {DEFAULT_BATCH})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from client import grpc_commands, http_commands
+
+    parser = _Parser(
+        prog="python -m client", description="Clients of the model server and gateway."
+    )
+    protocols = parser.add_subparsers(dest="protocol", required=True, parser_class=_Parser)
+
+    grpc_parser = protocols.add_parser(
+        "grpc", help="TF Serving gRPC API (model server or TF Serving)"
+    )
+    grpc_cmds = grpc_parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _common(grpc=True)
+    p = grpc_cmds.add_parser("predict", parents=[common], help="classify images")
+    _model_selector(p, "fashion_mnist")
+    _predict_args(p)
+    p.set_defaults(func=grpc_commands.cmd_predict)
+    p = grpc_cmds.add_parser("housing", parents=[common], help="predict house values")
+    _model_selector(p, "housing")
+    _housing_args(p)
+    card = p.add_mutually_exclusive_group()
+    card.add_argument(
+        "--models-dir",
+        default=DEFAULT_MODELS_DIR,
+        help="exported models dir holding the model cards (default $MODEL_CARDS_DIR or models)",
+    )
+    card.add_argument("--model-card", help="a model_card.json file or an exported version dir")
+    p.set_defaults(func=grpc_commands.cmd_housing)
+    for name, func, text in (
+        ("metadata", grpc_commands.cmd_metadata, "signatures of a model version"),
+        ("status", grpc_commands.cmd_status, "state of a model's versions"),
+    ):
+        p = grpc_cmds.add_parser(name, parents=[common], help=text)
+        _model_selector(p, "fashion_mnist")
+        p.set_defaults(func=func)
+
+    http_parser = protocols.add_parser("http", help="the gateway's HTTP API")
+    http_cmds = http_parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _common(grpc=False)
+    p = http_cmds.add_parser("predict", parents=[common], help="classify images")
+    _model_selector(p, "fashion_mnist")
+    _predict_args(p)
+    p.add_argument(
+        "--upload",
+        action="store_true",
+        help="send image files as multipart uploads (decoded by the gateway) instead of pixels",
+    )
+    p.set_defaults(func=http_commands.cmd_predict)
+    p = http_cmds.add_parser("housing", parents=[common], help="predict house values")
+    _model_selector(p, "housing")
+    _housing_args(p)
+    p.set_defaults(func=http_commands.cmd_housing)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except ClientError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `... | head`
+        return EXIT_OK
+    except Exception as exc:  # a bug: still one line, but say so
+        print(f"error: internal client error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK

@@ -1,0 +1,179 @@
+"""``python -m client http ...``: the gateway's HTTP API (docs/gateway.md), with urllib3.
+
+Image files are converted here with ``serving.codecs.images`` (the gateway's own conversion) and
+sent as pixels, or with ``--upload`` sent as they are for the gateway to convert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import urllib3
+
+from client import inputs, output
+from client.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE, ClientError
+from client.grpc_commands import _image_batch, _true_names, feature_rows
+
+PREDICT_PATH = "/predict"
+HOUSING_PATH = "/predict/housing"
+UPLOAD_FIELD = "image"
+
+
+class Gateway:
+    """A small urllib3 wrapper: JSON in and out, errors turned into ClientErrors."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ClientError(f"--url: expected http(s)://host:port, got {url!r}", EXIT_USAGE)
+        self.url = url.rstrip("/")
+        # No retries: a refused connection or a timeout is reported at once, with the reason.
+        self.pool = urllib3.PoolManager(
+            timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1
+        )
+        self.timeout = timeout
+
+    def post(self, path: str, query: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        params = {k: v for k, v in query.items() if v is not None}
+        target = self.url + path + (f"?{urlencode(params)}" if params else "")
+        try:
+            response = self.pool.request("POST", target, **kwargs)
+        except urllib3.exceptions.TimeoutError:
+            raise ClientError(
+                f"{target}: no answer within {self.timeout:g} s", EXIT_UNAVAILABLE
+            ) from None
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ClientError(
+                f"{target}: unreachable ({_short(reason)})", EXIT_UNAVAILABLE
+            ) from None
+        body = _json_or_none(response.data)
+        if response.status >= 400:
+            detail = _error_detail(body, response.data)
+            code = EXIT_REJECTED if 400 <= response.status < 500 else EXIT_UNAVAILABLE
+            raise ClientError(f"{target}: HTTP {response.status}: {detail}", code)
+        if not isinstance(body, dict):
+            raise ClientError(f"{target}: the answer is not a JSON object", EXIT_UNAVAILABLE)
+        return body
+
+
+def _short(reason: object) -> str:
+    text = str(reason)
+    # urllib3 wraps the OS error in a long repr; keep its last, meaningful part.
+    return text.rsplit(": ", 1)[-1].rstrip(")'\"") if "Errno" in text else text
+
+
+def _json_or_none(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _error_detail(body: Any, raw: bytes) -> str:
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    text = raw.decode("utf-8", "replace").strip()
+    return text[:200] or "(empty body)"
+
+
+def _selector(args: argparse.Namespace) -> dict[str, Any]:
+    return {"model": None, "version": args.version, "label": args.label}
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    gateway = Gateway(args.url, args.timeout)
+    query = _selector(args)
+    if args.model != "fashion_mnist":
+        query["model"] = args.model
+    answers: list[dict[str, Any]] = []
+    if args.upload:
+        if args.test_images is not None or not args.images:
+            raise ClientError("--upload sends image files: give IMAGE files", EXIT_USAGE)
+        sources = list(args.images)
+        for name in sources:
+            if Path(name).suffix.lower() == ".npy":
+                raise ClientError(
+                    f"{name}: --upload sends image files, not .npy arrays", EXIT_USAGE
+                )
+            try:
+                data = Path(name).read_bytes()
+            except OSError as exc:
+                raise ClientError(
+                    f"{name}: cannot read ({exc.strerror or exc})", EXIT_USAGE
+                ) from None
+            fields = {UPLOAD_FIELD: (Path(name).name, data, "application/octet-stream")}
+            if args.invert != "auto":
+                fields["invert"] = args.invert
+            answers.append(gateway.post(PREDICT_PATH, query, fields=fields))
+        batch = None
+    else:
+        batch = _image_batch(args)
+        sources = batch.sources
+        for start in range(0, len(batch.images), args.batch_size):
+            chunk = batch.images[start : start + args.batch_size]
+            body = json.dumps({"instances": chunk.tolist()})
+            answers.append(
+                gateway.post(
+                    PREDICT_PATH, query, body=body, headers={"Content-Type": "application/json"}
+                )
+            )
+    result = output.ImagePredictions(
+        model=args.model,
+        version=None,
+        sources=sources,
+        class_ids=[],
+        class_names=[],
+        probabilities=[],
+    )
+    for answer in answers:
+        result.version = answer.get("version", result.version)
+        for item in _predictions(answer):
+            result.class_ids.append(int(item["class_id"]))
+            result.class_names.append(str(item["class_name"]))
+            result.probabilities.append([float(p) for p in item["probabilities"]])
+    if len(result.class_ids) != len(sources):
+        raise ClientError(
+            f"{args.url}: {len(result.class_ids)} predictions for {len(sources)} images",
+            EXIT_UNAVAILABLE,
+        )
+    if batch is not None and batch.true_labels is not None:
+        result.true_ids = batch.true_labels.tolist()
+        result.true_names = _true_names(batch)
+    output.show_image_predictions(result, as_json=args.json)
+
+
+def _predictions(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    predictions = answer.get("predictions")
+    if not isinstance(predictions, list):
+        raise ClientError("the gateway's answer has no predictions list", EXIT_UNAVAILABLE)
+    return predictions
+
+
+def cmd_housing(args: argparse.Namespace) -> None:
+    gateway = Gateway(args.url, args.timeout)
+    rows = feature_rows(args)
+    query = _selector(args)
+    if args.model != "housing":
+        query["model"] = args.model
+    result = output.HousingPredictions(model=args.model, version=None, rows=rows, main=[], aux=[])
+    for start in range(0, len(rows), args.batch_size):
+        body = json.dumps({"instances": rows[start : start + args.batch_size]})
+        answer = gateway.post(
+            HOUSING_PATH, query, body=body, headers={"Content-Type": "application/json"}
+        )
+        result.version = answer.get("version", result.version)
+        result.target = str(answer.get("target", result.target))
+        for item in _predictions(answer):
+            result.main.append(float(item["main"]))
+            if "aux" in item:
+                result.aux.append(float(item["aux"]))
+    output.show_housing_predictions(result, as_json=args.json)
+
+
+# ``inputs`` is re-exported for symmetry with grpc_commands (feature checks happen server-side).
+__all__ = ["cmd_housing", "cmd_predict", "inputs"]

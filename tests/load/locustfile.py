@@ -1,0 +1,176 @@
+"""Locust users for the serving stack: three gateway HTTP users and one gRPC user.
+
+    make loadtest TARGET=gateway|grpc|all      # headless, with a report (tests/load/run.py)
+    make loadtest-ui                          # locust's web UI on http://localhost:8089
+
+Classes (``python -m tests.load.run`` picks them by TARGET; in the UI use --class-picker):
+- ``GatewayJsonUser``: POST /predict with JSON pixels               (TARGET gateway, all)
+- ``GatewayUploadUser``: POST /predict with a PNG upload (multipart) (TARGET gateway, all)
+- ``GatewayHousingUser``: POST /predict/housing with JSON features   (TARGET gateway, all)
+- ``GrpcPredictUser``: PredictionService/Predict on the model server (TARGET grpc, all)
+
+Settings (environment, read once here): ``GATEWAY_URL`` (default http://localhost:8000; locust's
+--host overrides it for the HTTP users), ``MODEL_SERVER_GRPC`` (localhost:8500),
+``LOAD_BATCH`` (instances per request, default 1), ``LOAD_TIMEOUT`` (seconds, default 10),
+``LOAD_WAIT`` (think time in seconds between a user's requests, default 0: closed loop).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+# Importing locust monkey-patches the standard library for gevent; grpc must then be told to
+# cooperate with gevent, before any channel exists, or each call would block the whole process.
+from locust import FastHttpUser, User, constant, events, tag, task
+
+import grpc.experimental.gevent as grpc_gevent  # isort: skip
+
+grpc_gevent.init_gevent()
+
+import orjson  # noqa: E402
+
+from serving.tfs_client import BackendError, TFServingClient  # noqa: E402
+from tests.load.payloads import Payloads, build_payloads  # noqa: E402
+
+GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://localhost:8000")
+MODEL_SERVER_GRPC = os.environ.get("MODEL_SERVER_GRPC", "localhost:8500")
+BATCH = int(os.environ.get("LOAD_BATCH", "1"))
+TIMEOUT = float(os.environ.get("LOAD_TIMEOUT", "10"))
+WAIT = float(os.environ.get("LOAD_WAIT", "0"))
+
+PREDICT_PATH = "/predict"
+HOUSING_PATH = "/predict/housing"
+UPLOAD_FIELD = "image"
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+#: Entry names in locust's statistics (one per user class; the report and tests rely on them).
+NAME_JSON = "POST /predict [json]"
+NAME_UPLOAD = "POST /predict [png upload]"
+NAME_HOUSING = "POST /predict/housing"
+NAME_GRPC = "Predict fashion_mnist"
+ENTRY_BY_CLASS = {
+    "GatewayJsonUser": NAME_JSON,
+    "GatewayUploadUser": NAME_UPLOAD,
+    "GatewayHousingUser": NAME_HOUSING,
+    "GrpcPredictUser": NAME_GRPC,
+}
+CLASSES_BY_TARGET = {
+    "gateway": ["GatewayJsonUser", "GatewayUploadUser", "GatewayHousingUser"],
+    "grpc": ["GrpcPredictUser"],
+    "all": ["GatewayJsonUser", "GatewayUploadUser", "GatewayHousingUser", "GrpcPredictUser"],
+}
+
+_payloads: Payloads | None = None
+
+
+def payloads() -> Payloads:
+    """Built on first use, once per locust process (after --processes forks, not before)."""
+    global _payloads
+    if _payloads is None:
+        _payloads = build_payloads(BATCH, upload_field=UPLOAD_FIELD)
+    return _payloads
+
+
+@events.test_start.add_listener
+def _announce(environment, **_kwargs) -> None:
+    p = payloads()
+    print(f"payloads: {p.image_source}; {p.housing_source}; {BATCH} instance(s) per request")
+
+
+def _check_predictions(response, expected: int) -> None:
+    """Mark the request failed unless it is a 200 with ``expected`` predictions."""
+    if response.status_code != 200:
+        text = (response.text or "")[:200] if response.content else str(response.error)
+        response.failure(f"HTTP {response.status_code}: {text}")
+        return
+    try:
+        body = orjson.loads(response.content)
+        count = len(body["predictions"])
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        response.failure(f"unexpected answer ({type(exc).__name__}): {response.text[:200]}")
+        return
+    if count != expected:
+        response.failure(f"{count} predictions for {expected} instances")
+
+
+class _GatewayUser(FastHttpUser):
+    abstract = True
+    host = GATEWAY_URL
+    wait_time = constant(WAIT)
+    network_timeout = TIMEOUT
+    connection_timeout = TIMEOUT
+
+
+class GatewayJsonUser(_GatewayUser):
+    @tag("gateway", "json")
+    @task
+    def predict_json(self) -> None:
+        body = payloads().next_json()
+        with self.client.post(
+            PREDICT_PATH, data=body, headers=JSON_HEADERS, name=NAME_JSON, catch_response=True
+        ) as response:
+            _check_predictions(response, BATCH)
+
+
+class GatewayUploadUser(_GatewayUser):
+    @tag("gateway", "upload")
+    @task
+    def predict_upload(self) -> None:
+        body, content_type = payloads().next_multipart()
+        with self.client.post(
+            PREDICT_PATH,
+            data=body,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+            name=NAME_UPLOAD,
+            catch_response=True,
+        ) as response:
+            _check_predictions(response, 1)
+
+
+class GatewayHousingUser(_GatewayUser):
+    @tag("gateway", "housing")
+    @task
+    def predict_housing(self) -> None:
+        body = payloads().next_housing()
+        with self.client.post(
+            HOUSING_PATH, data=body, headers=JSON_HEADERS, name=NAME_HOUSING, catch_response=True
+        ) as response:
+            _check_predictions(response, BATCH)
+
+
+class GrpcPredictUser(User):
+    """Calls the model server's Predict directly through the project's gRPC client."""
+
+    wait_time = constant(WAIT)
+
+    def on_start(self) -> None:
+        # No retries: a load test must count an UNAVAILABLE answer, not hide it.
+        self.grpc = TFServingClient(MODEL_SERVER_GRPC, timeout=TIMEOUT, retries=0)
+
+    def on_stop(self) -> None:
+        self.grpc.close()
+
+    @tag("grpc")
+    @task
+    def predict(self) -> None:
+        images = payloads().next_array()
+        exception: Exception | None = None
+        length = 0
+        start = time.perf_counter()
+        try:
+            result = self.grpc.predict("fashion_mnist", {"images": images})
+            length = sum(array.nbytes for array in result.outputs.values())
+            got = result.outputs["probabilities"].shape
+            if got != (len(images), 10):
+                exception = AssertionError(f"probabilities of shape {got} for {len(images)} images")
+        except (BackendError, KeyError) as exc:
+            exception = exc
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=NAME_GRPC,
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
