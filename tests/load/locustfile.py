@@ -22,7 +22,9 @@ import time
 
 # Importing locust monkey-patches the standard library for gevent; grpc must then be told to
 # cooperate with gevent, before any channel exists, or each call would block the whole process.
+import gevent
 from locust import FastHttpUser, User, constant, events, tag, task
+from locust.runners import MasterRunner
 
 import grpc.experimental.gevent as grpc_gevent  # isort: skip
 
@@ -72,10 +74,22 @@ def payloads() -> Payloads:
     return _payloads
 
 
-@events.test_start.add_listener
-def _announce(environment, **_kwargs) -> None:
-    p = payloads()
-    print(f"payloads: {p.image_source}; {p.housing_source}; {BATCH} instance(s) per request")
+@events.init.add_listener
+def _prepare(environment, **_kwargs) -> None:
+    if not isinstance(environment.runner, MasterRunner):  # the master sends no requests
+        p = payloads()
+        print(f"payloads: {p.image_source}; {p.housing_source}; {BATCH} instance(s) per request")
+    # gevent's loop caches "now" and has not run since locust was imported (seconds ago), so
+    # --run-time, scheduled next from that stale clock, would end the run early by that much.
+    gevent.get_hub().loop.update_now()
+
+
+@events.quit.add_listener
+def _final_csv(**_kwargs) -> None:
+    # Locust's CSV writer ticks once a second and the files are closed right after this event,
+    # so the last second (and the stop timeout) would be missing from locust_stats.csv: let it
+    # tick once more, now that the final numbers are in.
+    gevent.sleep(1.2)
 
 
 def _check_predictions(response, expected: int) -> None:
