@@ -1,0 +1,36 @@
+"""``python -m serving.modelserver``: the local TF Serving-compatible model server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from serving.modelserver.settings import parse_settings
+
+    settings = parse_settings(argv)  # exits 2 with a usage line on bad flags
+
+    from serving.modelserver.server import configure_logging
+
+    configure_logging()
+    from serving.modelserver.config import ConfigError
+    from serving.modelserver.server import ModelServer, StartupError
+
+    try:
+        server = ModelServer(settings)
+        server.install_signal_handlers()
+        server.start()
+    except ConfigError as exc:
+        print(f"modelserver: config error: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"modelserver: {exc}", file=sys.stderr)
+        return 1
+    server.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

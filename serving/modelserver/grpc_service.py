@@ -1,0 +1,221 @@
+"""gRPC adapter: TF Serving's PredictionService and ModelService over the data plane.
+
+Only wire translation lives here (TensorProto <-> numpy via ``serving.codecs.tensors``,
+ModelSpec <-> ModelRef); every check is in the data plane, shared with REST.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.codecs import CodecError
+from serving.codecs.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from serving.modelserver.dataplane import DataPlane
+from serving.modelserver.errors import InvalidArgument, ModelServerError, Unimplemented
+from serving.modelserver.specs import ModelRef
+
+log = logging.getLogger("serving.modelserver")
+
+ENTRYPOINT = "GRPC"
+_STATE_NUMBER = {
+    name: number
+    for number, name in (
+        (0, "UNKNOWN"),
+        (10, "START"),
+        (20, "LOADING"),
+        (30, "AVAILABLE"),
+        (40, "UNLOADING"),
+        (50, "END"),
+    )
+}
+
+
+def model_ref(spec: Any) -> ModelRef:
+    """ModelSpec -> ModelRef (name plus the ``version_choice`` oneof)."""
+    if not spec.name:
+        raise InvalidArgument("Missing ModelSpec: model_spec.name is empty")
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return ModelRef(spec.name, version=int(spec.version.value))
+    if choice == "version_label":
+        return ModelRef(spec.name, label=spec.version_label)
+    return ModelRef(spec.name)
+
+
+def _fill_spec(spec: Any, name: str, version: int, signature_name: str | None) -> None:
+    spec.name = name
+    spec.version.value = version
+    if signature_name is not None:
+        spec.signature_name = signature_name
+
+
+class _Call:
+    """Times one RPC, records it, and turns ModelServerError into a gRPC status."""
+
+    __slots__ = ("_api", "_context", "_metrics", "_started", "model", "version")
+
+    def __init__(self, metrics: Any, api: str, context: grpc.ServicerContext) -> None:
+        self._metrics = metrics
+        self._api = api
+        self._context = context
+        self._started = time.perf_counter()
+        self.model = ""
+        self.version: int | None = None
+
+    def run(self, work: Callable[[], Any], empty: Any) -> Any:
+        try:
+            response = work()
+            status = "OK"
+        except ModelServerError as exc:
+            self._context.set_code(exc.code)
+            self._context.set_details(exc.message)
+            response, status = empty, exc.code.name
+        except Exception as exc:  # a bug: answer INTERNAL with one line, log the trace
+            log.exception("%s failed", self._api)
+            self._context.set_code(grpc.StatusCode.INTERNAL)
+            self._context.set_details(f"internal error: {type(exc).__name__}: {exc}")
+            response, status = empty, "INTERNAL"
+        if self._metrics is not None:
+            self._metrics.record_request(
+                self.model,
+                self.version,
+                self._api,
+                ENTRYPOINT,
+                status,
+                time.perf_counter() - self._started,
+            )
+        return response
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, dataplane: DataPlane, metrics: Any = None) -> None:
+        self._dataplane = dataplane
+        self._metrics = metrics
+
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        call = _Call(self._metrics, "Predict", context)
+        call.model = request.model_spec.name
+
+        def work() -> Any:
+            ref = model_ref(request.model_spec)
+            inputs = {}
+            for name, proto in request.inputs.items():
+                try:
+                    inputs[name] = tensor_proto_to_ndarray(proto)
+                except CodecError as exc:
+                    raise InvalidArgument(f"input '{name}': {exc}") from exc
+            result = self._dataplane.predict(
+                ref, inputs, request.model_spec.signature_name, list(request.output_filter)
+            )
+            call.version = result.version
+            response = predict_pb2.PredictResponse()
+            _fill_spec(
+                response.model_spec, result.model_name, result.version, result.signature_name
+            )
+            for name, array in result.outputs.items():
+                ndarray_to_tensor_proto(array, response.outputs[name])
+            return response
+
+        return call.run(work, predict_pb2.PredictResponse())
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        call = _Call(self._metrics, "GetModelMetadata", context)
+        call.model = request.model_spec.name
+
+        def work() -> Any:
+            ref = model_ref(request.model_spec)
+            fields = list(request.metadata_field)
+            if not fields:
+                raise InvalidArgument(
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
+            for field in fields:
+                if field != "signature_def":
+                    raise InvalidArgument(f"Metadata field {field} is not supported")
+            version, signature_def_map = self._dataplane.metadata(ref)
+            call.version = version
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            _fill_spec(response.model_spec, ref.name, version, None)
+            response.metadata["signature_def"].Pack(signature_def_map)
+            return response
+
+        return call.run(work, get_model_metadata_pb2.GetModelMetadataResponse())
+
+    def _unimplemented(self, api: str, context: grpc.ServicerContext, empty: Any) -> Any:
+        def work() -> Any:
+            raise Unimplemented(
+                f"{api} is not implemented by this model server: the served models export "
+                f"only Predict signatures; use Predict"
+            )
+
+        return _Call(self._metrics, api, context).run(work, empty)
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import classification_pb2
+
+        return self._unimplemented("Classify", context, classification_pb2.ClassificationResponse())
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import regression_pb2
+
+        return self._unimplemented("Regress", context, regression_pb2.RegressionResponse())
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import inference_pb2
+
+        return self._unimplemented(
+            "MultiInference", context, inference_pb2.MultiInferenceResponse()
+        )
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: Any = None,
+        reload_config: Callable[[Any], None] | None = None,
+    ) -> None:
+        self._dataplane = dataplane
+        self._metrics = metrics
+        self._reload_config = reload_config
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        call = _Call(self._metrics, "GetModelStatus", context)
+        call.model = request.model_spec.name
+
+        def work() -> Any:
+            states = self._dataplane.status(model_ref(request.model_spec))
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for state in states:
+                entry = response.model_version_status.add()
+                entry.version = state.version
+                entry.state = _STATE_NUMBER.get(state.state, 0)
+                entry.status.error_code = state.error_code
+                entry.status.error_message = state.error_message
+            return response
+
+        return call.run(work, get_model_status_pb2.GetModelStatusResponse())
+
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        call = _Call(self._metrics, "HandleReloadConfigRequest", context)
+
+        def work() -> Any:
+            if self._reload_config is None:
+                raise Unimplemented("config reload is not enabled on this server")
+            self._reload_config(request.config)
+            return model_management_pb2.ReloadConfigResponse()
+
+        return call.run(work, model_management_pb2.ReloadConfigResponse())

@@ -1,0 +1,120 @@
+"""Command-line flags of the local model server, read once. Names and defaults follow
+TF Serving's ``tensorflow_model_server`` where it has the flag; ``--models_root`` and
+``--host`` are local additions."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_config_file: Path
+    port: int
+    rest_api_port: int
+    host: str
+    models_root: Path | None
+    enable_batching: bool
+    batching_parameters_file: Path | None
+    monitoring_config_file: Path | None
+    file_system_poll_wait_seconds: float
+    model_config_file_poll_wait_seconds: float
+    allow_version_labels_for_unavailable_models: bool
+    enable_model_warmup: bool
+    grpc_max_threads: int
+    rest_api_num_threads: int
+    intra_op_parallelism: int
+    inter_op_parallelism: int
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serving.modelserver",
+        description="Local TF Serving-compatible model server (gRPC + REST).",
+    )
+    flag = p.add_argument
+    flag("--model_config_file", type=Path, required=True, help="ModelServerConfig text proto")
+    flag("--port", type=_port, default=8500, help="gRPC port (default 8500)")
+    flag("--rest_api_port", type=_port, default=8501, help="REST port; 0 disables REST")
+    flag("--host", default="0.0.0.0", help="address to bind both ports (default 0.0.0.0)")  # noqa: S104
+    flag(
+        "--models_root",
+        type=Path,
+        default=None,
+        help="replaces a leading /models of every base_path (local runs)",
+    )
+    # TF Serving's boolean flags accept --flag, --flag=true and --flag=false.
+    for name, default in (
+        ("--enable_batching", False),
+        ("--allow_version_labels_for_unavailable_models", False),
+        ("--enable_model_warmup", True),
+    ):
+        flag(name, type=_bool, nargs="?", const=True, default=default)
+    flag("--batching_parameters_file", type=Path, default=None)
+    flag("--monitoring_config_file", type=Path, default=None)
+    flag(
+        "--file_system_poll_wait_seconds",
+        type=_non_negative,
+        default=1.0,
+        help="seconds between scans of the base paths; 0 scans only at start (default 1)",
+    )
+    flag(
+        "--model_config_file_poll_wait_seconds",
+        type=_non_negative,
+        default=0.0,
+        help="seconds between re-reads of --model_config_file; 0 never (default)",
+    )
+    flag("--grpc_max_threads", type=int, default=32, help="gRPC handler threads (default 32)")
+    flag("--rest_api_num_threads", type=int, default=16, help="REST handler threads")
+    flag(
+        "--tensorflow_intra_op_parallelism",
+        dest="intra_op_parallelism",
+        type=int,
+        default=0,
+        help="TF intra-op threads; 0 lets TensorFlow choose",
+    )
+    flag(
+        "--tensorflow_inter_op_parallelism",
+        dest="inter_op_parallelism",
+        type=int,
+        default=0,
+        help="TF inter-op threads; 0 lets TensorFlow choose",
+    )
+    return p
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Parse flags; argparse exits 2 with one usage line on a bad flag, as CLIs should."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.grpc_max_threads < 1 or args.rest_api_num_threads < 1:
+        parser.error("--grpc_max_threads and --rest_api_num_threads must be >= 1")
+    if args.port == 0:
+        parser.error("--port must be a port number (gRPC cannot be disabled)")
+    return Settings(**vars(args))
