@@ -1,0 +1,72 @@
+# TensorFlow images: the trainer and the project's local model server share one runtime stage,
+# so TensorFlow is installed once and both targets reuse those layers.
+#   docker build -f docker/ml.Dockerfile --target trainer     -t fashion-serving/trainer .
+#   docker build -f docker/ml.Dockerfile --target modelserver -t fashion-serving/modelserver .
+# Build context: the repository root (docker/ml.Dockerfile.dockerignore trims it).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS ml-builder
+# Optional pip settings for restricted networks (never reach the runtime stages). The container
+# test passes PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels and mounts a wheelhouse built on the host.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_CERT
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+RUN python3 -m venv /opt/venv
+# Dependencies first, from pyproject.toml alone (a stub package), so editing the source
+# does not reinstall TensorFlow.
+COPY pyproject.toml docker/constraints.txt ./
+RUN mkdir training serving client \
+    && touch README.md \
+    && pip install --constraint constraints.txt ".[ml]" \
+    && pip uninstall --yes fashion-serving
+COPY training/ training/
+COPY serving/ serving/
+COPY client/ client/
+# The wheel's metadata wants README.md, which the runtime does not need.
+RUN pip install --no-deps . \
+    && pip uninstall --yes pip setuptools wheel
+
+FROM ${BASE_IMAGE} AS ml-runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TF_CPP_MIN_LOG_LEVEL=1
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app \
+    && mkdir -p /models \
+    && chown app:app /models
+COPY --from=ml-builder /opt/venv /opt/venv
+COPY serving/models.config serving/batching.config serving/monitoring.config /etc/fashion-serving/
+COPY docker/healthcheck.py /usr/local/bin/healthcheck.py
+WORKDIR /home/app
+
+FROM ml-runtime AS trainer
+COPY --chmod=755 docker/trainer-entrypoint.sh /usr/local/bin/trainer-entrypoint.sh
+ENV MODELS_DIR=/models \
+    ARTIFACTS_DIR=/tmp/artifacts \
+    KERAS_HOME=/tmp/keras
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/trainer-entrypoint.sh"]
+CMD []
+
+FROM ml-runtime AS modelserver
+EXPOSE 8500 8501
+USER 10001:10001
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "/usr/local/bin/healthcheck.py", "--model-available", \
+         "http://127.0.0.1:8501/v1/models/fashion_mnist"]
+# SIGTERM lets the server finish in-flight requests before it exits.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "-m", "serving.modelserver"]
+CMD ["--model_config_file", "/etc/fashion-serving/models.config", \
+     "--models_root", "/models", \
+     "--port", "8500", "--rest_api_port", "8501", \
+     "--enable_batching", "--batching_parameters_file", "/etc/fashion-serving/batching.config", \
+     "--monitoring_config_file", "/etc/fashion-serving/monitoring.config"]
