@@ -1,0 +1,124 @@
+"""Gateway configuration: read once from environment variables, with documented defaults.
+
+Every variable is listed in docs/gateway.md. gunicorn's own settings (bind, workers, ...) are read
+by gunicorn.conf.py, not here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from serving.codecs.images import MAX_IMAGE_PIXELS
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the gateway cannot use."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    #: ``host:port`` of the TF Serving-compatible gRPC API.
+    model_server_grpc: str = "localhost:8500"
+    #: Where the exported models (and their model cards) are: ``<dir>/<model>/<version>/``.
+    model_cards_dir: Path = Path("models")
+    #: Deadline of one backend call, retries included (seconds).
+    timeout_seconds: float = 2.0
+    #: Extra attempts on UNAVAILABLE, with exponential backoff from ``retry_backoff_seconds``.
+    retries: int = 2
+    retry_backoff_seconds: float = 0.05
+    #: Most instances (images / houses) in one request.
+    max_instances: int = 256
+    #: Largest request body accepted (bytes); larger ones get 413.
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: Largest image accepted, in declared pixels (decompression-bomb guard).
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    #: How long /readyz reuses its last answer (seconds).
+    ready_cache_seconds: float = 1.0
+    #: Models that must have an AVAILABLE version for /readyz to say ready.
+    required_models: tuple[str, ...] = ("fashion_mnist", "housing")
+    #: Model names on the model server.
+    fashion_model: str = "fashion_mnist"
+    housing_model: str = "housing"
+    #: Seconds a client is told to wait (Retry-After) when the model server is unavailable.
+    retry_after_seconds: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+        """Build the configuration from ``environ`` (default ``os.environ``); raises ConfigError."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        config = cls(
+            model_server_grpc=reader.text("MODEL_SERVER_GRPC", cls.model_server_grpc),
+            model_cards_dir=Path(reader.text("MODEL_CARDS_DIR", str(cls.model_cards_dir))),
+            timeout_seconds=reader.number("GATEWAY_TIMEOUT_SECONDS", cls.timeout_seconds),
+            retries=reader.integer("GATEWAY_RETRIES", cls.retries, minimum=0),
+            retry_backoff_seconds=reader.number(
+                "GATEWAY_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds, minimum=0.0
+            ),
+            max_instances=reader.integer("GATEWAY_MAX_INSTANCES", cls.max_instances),
+            max_body_bytes=reader.integer("GATEWAY_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_image_pixels=reader.integer("GATEWAY_MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            ready_cache_seconds=reader.number(
+                "GATEWAY_READY_CACHE_SECONDS", cls.ready_cache_seconds, minimum=0.0
+            ),
+            required_models=reader.names("GATEWAY_REQUIRED_MODELS", cls.required_models),
+            fashion_model=reader.text("GATEWAY_FASHION_MODEL", cls.fashion_model),
+            housing_model=reader.text("GATEWAY_HOUSING_MODEL", cls.housing_model),
+            retry_after_seconds=reader.integer(
+                "GATEWAY_RETRY_AFTER_SECONDS", cls.retry_after_seconds, minimum=0
+            ),
+        )
+        return config
+
+    def as_dict(self) -> dict[str, object]:
+        """The settings as JSON-friendly values (for start-up logs)."""
+        out: dict[str, object] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            out[item.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 1e-3) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not value >= minimum or value == float("inf"):
+            raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+        return value
+
+    def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        return tuple(part.strip() for part in raw.split(",") if part.strip())

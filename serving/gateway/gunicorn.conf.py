@@ -1,0 +1,83 @@
+# ruff: noqa: N999 - gunicorn looks for a file with this name
+"""gunicorn settings of the gateway, from environment variables (defaults in docs/gateway.md).
+
+    gunicorn -c serving/gateway/gunicorn.conf.py 'serving.gateway:create_app()'
+
+The app is not preloaded: each worker imports it after the fork, so gRPC channels (created lazily
+on the first request) never cross a fork.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _text(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+bind = _text("GATEWAY_BIND", "0.0.0.0:8000").split(",")  # several: comma-separated
+workers = _int("GATEWAY_WORKERS", os.cpu_count() or 2)
+worker_class = _text("GATEWAY_WORKER_CLASS", "gthread")
+threads = _int("GATEWAY_THREADS", 4)
+worker_connections = _int("GATEWAY_WORKER_CONNECTIONS", 1000)  # gevent: concurrent requests
+timeout = _int("GATEWAY_WORKER_TIMEOUT", 30)  # a silent worker is killed after this long
+graceful_timeout = _int("GATEWAY_GRACEFUL_TIMEOUT", 20)  # in-flight requests get this on TERM
+keepalive = _int("GATEWAY_KEEPALIVE", 5)  # seconds an idle keep-alive connection stays open
+backlog = _int("GATEWAY_BACKLOG", 2048)
+max_requests = _int("GATEWAY_MAX_REQUESTS", 0)  # 0: workers are not recycled
+max_requests_jitter = _int("GATEWAY_MAX_REQUESTS_JITTER", 0)
+limit_request_line = _int("GATEWAY_LIMIT_REQUEST_LINE", 4094)
+limit_request_fields = _int("GATEWAY_LIMIT_REQUEST_FIELDS", 100)
+limit_request_field_size = _int("GATEWAY_LIMIT_REQUEST_FIELD_SIZE", 8190)
+accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None  # e.g. "-" for stdout; off by default
+errorlog = _text("GATEWAY_ERROR_LOG", "-")
+loglevel = _text("GATEWAY_LOG_LEVEL", "info")
+proc_name = "fashion-gateway"
+preload_app = False
+
+# Prometheus multiprocess mode: a fresh directory, set before any worker imports prometheus_client
+# (this file is read by the master before it forks). An inherited directory is emptied instead.
+_created_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _created_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def on_starting(server) -> None:
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for path in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(path)  # samples of a previous run would be summed into ours
+
+
+def post_worker_init(worker) -> None:
+    # gevent workers monkey-patch the stdlib in init_process(); gRPC must be told to cooperate
+    # after that and before any channel exists (ours are created on the first request).
+    if "gevent" in worker_class:
+        import grpc.experimental.gevent
+
+        grpc.experimental.gevent.init_gevent()
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _created_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -1,0 +1,358 @@
+"""Request parsing and validation, in one place: bodies -> numpy inputs + parameters.
+
+Everything here raises ``ApiError`` (or ``CodecError``, mapped to 400 by errors.py) with a message
+naming the instance, field or parameter, and what was expected versus what was sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Request
+
+from serving.codecs import CodecError
+from serving.codecs.images import INVERT_CHOICES, decode_image, pixels_to_batch, pixels_to_image
+from serving.gateway.errors import ApiError
+
+PARAMETERS = ("top_k", "version", "version_label", "invert")
+HOUSING_PARAMETERS = ("version", "version_label")
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp")
+IMAGE_TYPES += ("image/tiff", "application/octet-stream")
+_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Params:
+    top_k: int | None = None
+    version: int | None = None
+    version_label: str | None = None
+    invert: str | None = None  # None: "auto" for encoded images, "never" for pixel arrays
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+
+def media_type(request: Request) -> str:
+    return request.mimetype  # lower-cased, without parameters such as charset
+
+
+def is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def unsupported_media_type(mimetype: str, accepted: str) -> ApiError:
+    got = f"Content-Type {mimetype!r}" if mimetype else "no Content-Type"
+    return ApiError(415, "unsupported_media_type", f"unsupported {got}; send {accepted}")
+
+
+def parse_json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
+    """The body as a JSON object with only ``allowed`` keys and a non-empty ``instances`` list."""
+    if not body:
+        raise ApiError(400, "invalid_json", "request body is empty; expected a JSON object")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "invalid_json", f"expected a JSON object, got {_json_kind(document)}")
+    allowed = tuple(allowed)
+    unknown = [key for key in document if key not in allowed]
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_field",
+            f"unknown field {unknown[0]!r}; expected {', '.join(allowed)}",
+        )
+    if "instances" not in document:
+        raise ApiError(400, "missing_instances", 'the JSON object needs an "instances" list')
+    if not isinstance(document["instances"], list):
+        kind = _json_kind(document["instances"])
+        raise ApiError(400, "invalid_instances", f'"instances" must be a list, got {kind}')
+    return document
+
+
+def check_count(count: int, limit: int, what: str = "instances") -> None:
+    if count == 0:
+        raise ApiError(400, "empty_instances", f"no {what} to predict; send at least one")
+    if count > limit:
+        raise ApiError(
+            400, "too_many_instances", f"{count} {what} in one request; the limit is {limit}"
+        )
+
+
+# -- parameters ----------------------------------------------------------------------------
+
+
+def parse_params(
+    query: Mapping[str, str],
+    body_fields: Mapping[str, Any],
+    allowed: tuple[str, ...] = PARAMETERS,
+    *,
+    body_name: str = "the JSON body",
+) -> Params:
+    """Parameters from the query string and the body (JSON fields or form fields), once each."""
+    unknown = [key for key in query if key not in allowed]
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_parameter",
+            f"unknown query parameter {unknown[0]!r}; expected {', '.join(allowed)}",
+        )
+    values: dict[str, Any] = {}
+    for name in allowed:
+        in_query, in_body = name in query, name in body_fields
+        if in_query and in_body:
+            raise ApiError(
+                400, "invalid_parameter", f"{name} given both in the query string and {body_name}"
+            )
+        if in_query:
+            values[name] = query[name]
+        elif in_body:
+            values[name] = body_fields[name]
+    version = _version(values.get("version"))
+    label = _label(values.get("version_label"))
+    if version is not None and label is not None:
+        raise ApiError(400, "invalid_parameter", "give version or version_label, not both")
+    return Params(
+        top_k=_top_k(values.get("top_k")),
+        version=version,
+        version_label=label,
+        invert=_invert(values.get("invert")),
+    )
+
+
+def _as_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be an integer, got {_json_kind(value)}"
+        )
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ApiError(400, "invalid_parameter", f"{name} must be {bound}, got {number}")
+    return number
+
+
+def _top_k(value: Any) -> int | None:
+    return None if value is None else _as_int("top_k", value, 1, 10)
+
+
+def _version(value: Any) -> int | None:
+    return None if value is None else _as_int("version", value, 1, 2**63 - 1)
+
+
+def _label(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _LABEL.fullmatch(value):
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"version_label must be a label such as 'stable' or 'canary', got {_json_kind(value)}",
+        )
+    return value
+
+
+def _invert(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in INVERT_CHOICES:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"invert must be one of {', '.join(INVERT_CHOICES)}, got {_json_kind(value)}",
+        )
+    return value
+
+
+# -- Fashion-MNIST inputs ------------------------------------------------------------------
+
+
+def images_from_json(
+    instances: list[Any], body: bytes, params: Params, max_pixels: int
+) -> np.ndarray:
+    """JSON instances (pixel arrays and/or ``{"b64": ...}`` objects) -> uint8 [N, 28, 28]."""
+    if not any(isinstance(item, dict) for item in instances):
+        # Fast path: one vectorised conversion; the per-element boolean scan only when the raw
+        # JSON holds a true/false literal somewhere.
+        batch = pixels_to_batch(instances, check_bools=b"true" in body or b"false" in body)
+        return _invert_pixels(batch, params.invert)
+    images = []
+    for index, item in enumerate(instances):
+        where = f"instance {index}"
+        if isinstance(item, dict):
+            images.append(_image_from_b64(item, where, params, max_pixels))
+        else:
+            images.append(_invert_pixels(pixels_to_image(item, where=where), params.invert))
+    return np.stack(images)
+
+
+def _invert_pixels(pixels: np.ndarray, invert: str | None) -> np.ndarray:
+    # Pixel arrays are taken as sent unless invert is given explicitly.
+    if invert == "always":
+        return 255 - pixels
+    if invert == "auto":
+        return np.stack([decode_pixels_auto(image) for image in pixels.reshape(-1, 28, 28)])
+    return pixels
+
+
+def decode_pixels_auto(image: np.ndarray) -> np.ndarray:
+    """``invert=auto`` for a pixel array: the same background rule as for encoded images."""
+    ring = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+    return 255 - image if np.median(ring) > 127 else image
+
+
+def _image_from_b64(item: dict[str, Any], where: str, params: Params, max_pixels: int):
+    if set(item) != {"b64"}:
+        extra = sorted(set(item) - {"b64"})
+        detail = f"unknown key {extra[0]!r}" if extra else 'no "b64" key'
+        raise ApiError(
+            400, "invalid_instance", f'{where}: expected {{"b64": "<base64 image>"}}, {detail}'
+        )
+    encoded = item["b64"]
+    if not isinstance(encoded, str):
+        raise ApiError(
+            400, "invalid_instance", f"{where}: b64 must be a string, got {_json_kind(encoded)}"
+        )
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_instance", f"{where}: b64 is not valid base64") from None
+    return decode_one_image(data, where, params, max_pixels)
+
+
+def decode_one_image(data: bytes, where: str, params: Params, max_pixels: int) -> np.ndarray:
+    try:
+        return decode_image(data, invert=params.invert or "auto", max_pixels=max_pixels)
+    except CodecError as exc:
+        code = "image_too_large" if "limit" in str(exc) else "invalid_image"
+        raise ApiError(400, code, f"{where}: {exc}") from None
+
+
+# -- housing inputs ------------------------------------------------------------------------
+
+
+def housing_inputs(
+    instances: list[Any],
+    input_features: Mapping[str, tuple[str, ...]] | None,
+    feature_names: tuple[str, ...] | None,
+) -> dict[str, np.ndarray]:
+    """Housing instances (8 named features, or ``{"wide": [...], "deep": [...]}``) -> float32
+    ``{"wide": [N, 5], "deep": [N, 6]}`` split with the model card's ``input_features``."""
+    # Without a model card only the {"wide", "deep"} form works; the model server checks widths.
+    known = input_features is not None
+    input_features = input_features or {"wide": (), "deep": ()}
+    inputs = tuple(input_features)  # e.g. ("wide", "deep")
+    names = tuple(feature_names or dict.fromkeys(f for fs in input_features.values() for f in fs))
+    columns: dict[str, list[list[float]]] = {name: [] for name in inputs}
+    for index, item in enumerate(instances):
+        where = f"instance {index}"
+        if not isinstance(item, dict):
+            raise ApiError(
+                400,
+                "invalid_instance",
+                f"{where}: expected an object of features, got {_json_kind(item)}",
+            )
+        if item and all(key in inputs for key in item):
+            for name in inputs:
+                width = len(input_features[name]) if known else None
+                columns[name].append(_input_row(item, name, width, where))
+            continue
+        if not known:
+            raise ApiError(
+                500,
+                "model_card_missing",
+                f"{where}: named features need the housing model card, which the gateway did not "
+                'find under MODEL_CARDS_DIR; send {"wide": [...], "deep": [...]} instead',
+            )
+        missing = [name for name in names if name not in item]
+        unknown = [key for key in item if key not in names]
+        if unknown:
+            raise ApiError(
+                400,
+                "unknown_feature",
+                f"{where}: unknown feature {unknown[0]!r}; expected the features "
+                f"{', '.join(names)} or the inputs {', '.join(inputs)}",
+            )
+        if missing:
+            raise ApiError(
+                400,
+                "missing_feature",
+                f"{where}: missing feature {missing[0]!r} (needs {', '.join(names)})",
+            )
+        for name in names:
+            _check_number(item[name], f"{where}: feature {name!r}")
+        for name in inputs:
+            columns[name].append([item[feature] for feature in input_features[name]])
+    return {name: _float32(rows, name) for name, rows in columns.items()}
+
+
+def _input_row(item: dict[str, Any], name: str, width: int | None, where: str) -> list[float]:
+    if name not in item:
+        raise ApiError(400, "missing_feature", f"{where}: missing input {name!r}")
+    row = item[name]
+    if not isinstance(row, list) or (width is not None and len(row) != width):
+        got = f"a list of {len(row)}" if isinstance(row, list) else _json_kind(row)
+        raise ApiError(
+            400,
+            "invalid_instance",
+            f"{where}: {name!r} must be a list of {width} numbers, got {got}",
+        )
+    for position, value in enumerate(row):
+        _check_number(value, f"{where}: {name}[{position}]")
+    return row
+
+
+def _check_number(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(
+            400, "invalid_instance", f"{where} must be a number, got {_json_kind(value)}"
+        )
+
+
+def _float32(rows: list[list[float]], name: str) -> np.ndarray:
+    try:
+        with np.errstate(over="ignore"):
+            array = np.asarray(rows, dtype=np.float64).astype(np.float32)
+    except ValueError:
+        lengths = sorted({len(row) for row in rows})
+        raise ApiError(
+            400, "invalid_instance", f"{name!r} rows have different lengths {lengths}"
+        ) from None
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise ApiError(
+            400,
+            "invalid_instance",
+            f"instance {row}: {name}[{column}] is {rows[row][column]}, not a finite float32",
+        )
+    return array
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return type(value).__name__
