@@ -237,7 +237,7 @@ class RestApi:
 def _proto_dict(message: Any) -> dict[str, Any]:
     # TF Serving prints metadata with preserve_proto_field_names and every primitive field.
     return json_format.MessageToDict(
-        message, preserving_proto_field_names=True, always_print_fields_with_no_presence=True
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
 
 
