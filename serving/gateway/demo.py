@@ -21,6 +21,7 @@ import numpy as np
 from flask import Blueprint, Response, render_template, request
 
 from serving.codecs.images import encode_png
+from serving.gateway import meta
 from serving.gateway.errors import ApiError
 from serving.gateway.responses import json_response
 from serving.gateway.state import state
@@ -72,7 +73,10 @@ def _no_sniff(response: Response) -> Response:
 
 @blueprint.get("/")
 def index() -> Response:
-    """The demo page; housing fields follow the served model's feature order when known."""
+    """The demo page for browsers; API clients (preferring JSON, e.g. ``Accept: */*``) get the
+    gateway's JSON index from ``meta`` as before. Housing fields follow the model card's order."""
+    if request.accept_mimetypes.best_match(("application/json", "text/html")) != "text/html":
+        return meta.index()
     html = render_template(
         "demo/index.html",
         predict_url="/predict",

@@ -46,12 +46,14 @@
   }
 
   // An image file (upload, drawing or sample PNG) goes to the gateway as it is: the gateway
-  // does the one conversion to 28x28 and sends back the image the model saw.
+  // does the one conversion to 28x28 and sends back the image the model saw (return_image).
+  // top_k=10 names every class, for the chart.
   function predictImage(blob, filename, invert) {
     const form = new FormData();
     form.append("image", blob, filename);
     form.append("invert", invert);
-    return callGateway(`${page.predictUrl}?return_image=true`, { method: "POST", body: form });
+    const url = `${page.predictUrl}?top_k=10&return_image=true`;
+    return callGateway(url, { method: "POST", body: form });
   }
 
   function predictHousing(row) {
@@ -129,7 +131,8 @@
     if (!prediction || !Array.isArray(prediction.probabilities)) {
       throw new GatewayError("the gateway's answer has no prediction", 200, "bad_response");
     }
-    const names = answer.class_names || [];
+    const names = [];
+    for (const entry of prediction.top_k || []) names[entry.class_id] = entry.class_name;
     const probabilities = prediction.probabilities;
     const top = prediction.class_id;
     result.prediction.textContent = prediction.class_name;
