@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -10,6 +11,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.modelserver.settings import parse_settings
 
     settings = parse_settings(argv)  # exits 2 with a usage line on bad flags
+    # TensorFlow's C++ INFO/WARNING chatter would drown the one-line-per-load log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from serving.modelserver.server import configure_logging
 
@@ -26,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StartupError as exc:
         print(f"modelserver: {exc}", file=sys.stderr)
+        server.stop()
         return 1
     server.wait()
     server.stop()
