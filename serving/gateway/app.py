@@ -11,7 +11,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from serving.gateway import health, meta, metrics, predict
+from serving.gateway import demo, health, meta, metrics, predict
 from serving.gateway.config import GatewayConfig
 from serving.gateway.errors import register_error_handlers
 from serving.gateway.state import GatewayState
@@ -33,7 +33,8 @@ def create_app(config: GatewayConfig | None = None) -> Flask:
     register_error_handlers(
         app, retry_after=config.retry_after_seconds, max_body_bytes=config.max_body_bytes
     )
-    for blueprint in (predict.bp, health.bp, meta.bp):
+    # demo first: it owns GET / for browsers and hands API clients meta's JSON index.
+    for blueprint in (demo.blueprint, predict.bp, health.bp, meta.bp):
         app.register_blueprint(blueprint)
     _install_metrics_hooks(app)
     log.info("gateway configuration: %s", config.as_dict())

@@ -54,6 +54,7 @@ _VERSION = {"type": "integer", "minimum": 1}
 _LABEL = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$", "examples": ["stable", "canary"]}
 _TOP_K = {"type": "integer", "minimum": 1, "maximum": 10}
 _INVERT = {"type": "string", "enum": ["auto", "always", "never"]}
+_RETURN_IMAGE = {"type": "boolean", "default": False}
 _BACKEND_ERRORS = {
     "502": _error("The model server answered something unusable (backend_error)."),
     "503": _error(
@@ -138,6 +139,7 @@ def _schemas(max_instances: int) -> dict[str, Any]:
                 "version": _VERSION,
                 "version_label": _LABEL,
                 "invert": _INVERT,
+                "return_image": _RETURN_IMAGE,
             },
         },
         "ClassScore": class_score,
@@ -158,6 +160,12 @@ def _schemas(max_instances: int) -> dict[str, Any]:
                     "type": "array",
                     "items": _ref("ClassScore"),
                     "description": "Only with top_k: the k most probable classes, best first.",
+                },
+                "image_png": {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "description": "Only with return_image: the 28x28 input as the model got it "
+                    "(after the gateway's conversion), a base64 grayscale PNG.",
                 },
             },
         },
@@ -311,6 +319,11 @@ def _document(max_instances: int, max_body_bytes: int) -> dict[str, Any]:
             "(default for pixel arrays).",
             _INVERT,
         ),
+        _query(
+            "return_image",
+            "true: also return each 28x28 input as the model got it (image_png).",
+            _RETURN_IMAGE,
+        ),
     ]
     input_errors = {
         "400": _error("Bad input; the message names the instance/field and what was expected."),
@@ -341,7 +354,8 @@ def _document(max_instances: int, max_body_bytes: int) -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "description": "One or more image files under any field "
-                                    "name; optional fields top_k, version, version_label, invert.",
+                                    "name; optional fields top_k, version, version_label, invert, "
+                                    "return_image.",
                                     "additionalProperties": {"type": "string", "format": "binary"},
                                 }
                             },

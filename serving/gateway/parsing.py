@@ -21,7 +21,7 @@ from serving.codecs import CodecError
 from serving.codecs.images import INVERT_CHOICES, decode_image, pixels_to_batch, pixels_to_image
 from serving.gateway.errors import ApiError
 
-PARAMETERS = ("top_k", "version", "version_label", "invert")
+PARAMETERS = ("top_k", "version", "version_label", "invert", "return_image")
 HOUSING_PARAMETERS = ("version", "version_label")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp")
 IMAGE_TYPES += ("image/tiff", "application/octet-stream")
@@ -34,6 +34,7 @@ class Params:
     version: int | None = None
     version_label: str | None = None
     invert: str | None = None  # None: "auto" for encoded images, "never" for pixel arrays
+    return_image: bool = False  # also answer each 28x28 input as the model got it (base64 PNG)
 
 
 # -- bodies --------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ def parse_params(
         version=version,
         version_label=label,
         invert=_invert(values.get("invert")),
+        return_image=_flag("return_image", values.get("return_image")),
     )
 
 
@@ -163,6 +165,17 @@ def _label(value: Any) -> str | None:
             f"version_label must be a label such as 'stable' or 'canary', got {_json_kind(value)}",
         )
     return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    # JSON booleans in a body; the strings "true"/"false" in a query string or form field.
+    if value is None or value is False or value == "false":
+        return False
+    if value is True or value == "true":
+        return True
+    raise ApiError(
+        400, "invalid_parameter", f"{name} must be true or false, got {_json_kind(value)}"
+    )
 
 
 def _invert(value: Any) -> str | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, g, request
 
+from serving.codecs.images import encode_png
 from serving.gateway import metrics
 from serving.gateway.errors import ApiError
 from serving.gateway.parsing import (
@@ -85,14 +87,15 @@ def predict_fashion() -> Response:
         )
     card = gw.catalog.card(config.fashion_model, prediction.version)
     names = card.class_names if card and card.class_names else None
+    predictions = _fashion_predictions(
+        probabilities, names, prediction.outputs.get("class_names"), params.top_k
+    )
+    if params.return_image:
+        # The input after the gateway's conversion: lets the demo page show what the model saw.
+        for item, image in zip(predictions, images, strict=True):
+            item["image_png"] = base64.b64encode(encode_png(image)).decode("ascii")
     return json_response(
-        {
-            "model": config.fashion_model,
-            "version": prediction.version,
-            "predictions": _fashion_predictions(
-                probabilities, names, prediction.outputs.get("class_names"), params.top_k
-            ),
-        }
+        {"model": config.fashion_model, "version": prediction.version, "predictions": predictions}
     )
 
 
