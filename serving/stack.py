@@ -37,7 +37,7 @@ SERVING_DIR = Path(__file__).resolve().parent
 MODEL_NAMES = ("fashion_mnist", "housing")
 GATEWAY_APP = "serving.gateway:create_app()"
 GUNICORN_CONF = SERVING_DIR / "gateway" / "gunicorn.conf.py"
-CURL_PATH = "/v1/models/fashion_mnist:predict"  # the gateway's single-image route
+CURL_PATH = "/predict"  # the gateway's single-image route
 METRICS_PATH = "/monitoring/prometheus/metrics"  # serving/monitoring.config's path
 STOP_TIMEOUT = 20.0  # seconds between SIGTERM and SIGKILL; gunicorn's graceful timeout is shorter
 

@@ -372,7 +372,7 @@ def check_targets(
     if a and b:
         ratio = a.requests_per_s / b.requests_per_s
         line(ratio >= TARGETS["a/b"], f"a/b at 32 connections = {ratio:.2f} (target >= 0.5)")
-    if a and n:
+    if a and n and n.requests_per_s:
         ratio = a.requests_per_s / n.requests_per_s
         line(ratio >= TARGETS["a/c"], f"a/c at 32 connections = {ratio:.1f} (target >= 20)")
     if a:

@@ -80,7 +80,7 @@ def run_wrk(
     seconds: float = 10.0,
     threads: int = 1,
     content_type: str = "application/json",
-    timeout_s: float = 5.0,
+    timeout_s: float = 10.0,
 ) -> WrkResult:
     """POST ``body`` to ``url`` over ``connections`` keep-alive connections for ``seconds``."""
     threads = max(1, min(threads, connections))

@@ -23,7 +23,7 @@ import numpy as np
 from flask import Flask, jsonify, request
 
 # The gateway's single-image route and body; tests/bench/gateway.py imports these too.
-PREDICT_PATH = "/v1/models/fashion_mnist:predict"
+PREDICT_PATH = "/predict"
 CLASS_NAMES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -57,8 +57,13 @@ def create_app(model_path: str | None = None) -> Flask:
         for row in np.asarray(probabilities):
             k = int(np.argmax(row))
             predictions.append(
-                {"class_id": k, "class_name": CLASS_NAMES[k], "probabilities": row.tolist()}
+                {
+                    "class_id": k,
+                    "class_name": CLASS_NAMES[k],
+                    "probability": float(row[k]),
+                    "probabilities": row.tolist(),
+                }
             )
-        return jsonify({"predictions": predictions})
+        return jsonify({"model": "fashion_mnist", "version": 1, "predictions": predictions})
 
     return app
