@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ class TrainConfig:
     data_dir: str | None = None
     housing_data: str | None = None
     verbose: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self, model_name: str) -> dict[str, Any]:
         return {
@@ -167,17 +166,22 @@ TRAINERS = {"fashion_mnist": train_fashion_mnist, "housing": train_housing}
 
 
 def plot_learning_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
-    """The seed's pd.DataFrame(history).plot(): every series per epoch, validation dashed."""
+    """The seed's pd.DataFrame(history).plot(): each metric in its own colour, training
+    solid and validation dashed, one point per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on servers and CI
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for key, values in sorted(history.items()):
-        epochs = np.arange(1, len(values) + 1)
-        ax.plot(epochs, values, "--" if key.startswith("val_") else "-", marker=".", label=key)
+    names = sorted(k for k in history if not k.startswith("val_"))
+    for i, name in enumerate(names):
+        for key, style in ((name, "-"), ("val_" + name, "--")):
+            if key in history:
+                epochs = np.arange(1, len(history[key]) + 1)
+                ax.plot(epochs, history[key], style, color=f"C{i}", marker=".", label=key)
     ax.set_xlabel("Epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title)
     ax.grid(True)
     ax.legend(fontsize="small")
