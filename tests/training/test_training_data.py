@@ -237,3 +237,24 @@ def test_housing_matches_scikit_learn(
     np.testing.assert_array_equal(ours.target, sk_y)
     s = housing.split(ours)
     assert (len(s.x_train), len(s.x_valid), len(s.x_test)) == (11610, 3870, 5160)
+
+
+def test_cli_train_data_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.__main__ import main
+
+    art = str(tmp_path / "art")
+    argv = ["train", "--artifacts-dir", art, "--model", "fashion_mnist", "--data-dir"]
+    assert main([*argv, str(tmp_path / "absent")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "absent" in err
+    bad = tmp_path / "cal_housing.data"
+    bad.write_text("1,2,3\n")
+    argv = ["train", "--artifacts-dir", art, "--model", "housing", "--housing-data", str(bad)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "0"])
+    assert exit_info.value.code == 2 and "positive integer" in capsys.readouterr().err
