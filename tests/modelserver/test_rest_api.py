@@ -47,8 +47,10 @@ class FakeDataPlane:
         if versions is None:
             raise NotFound(f"Servable not found for request: Latest({ref.name})")
         if ref.label is not None:
-            if ref.label not in LABELS or LABELS[ref.label] not in versions:
-                raise NotFound(f"Unrecognized servable version label: {ref.label}")
+            if ref.label not in LABELS:
+                raise InvalidArgument(f"Unrecognized servable version label: {ref.label}")
+            if LABELS[ref.label] not in versions:
+                raise NotFound(f"Servable not found: label {ref.label}")
             return LABELS[ref.label]
         if ref.version is not None:
             if ref.version not in versions:
@@ -196,13 +198,18 @@ def test_model_status_of_one_version(server: RestServer, suffix: str, version: s
     [
         "/v1/models/nope",
         "/v1/models/fashion_mnist/versions/7",
-        "/v1/models/fashion_mnist/labels/beta",
+        "/v1/models/housing/labels/canary",
         "/v1/models/nope/metadata",
     ],
 )
-def test_unknown_model_version_label_is_404(server: RestServer, path: str) -> None:
+def test_unknown_model_or_version_is_404(server: RestServer, path: str) -> None:
     status, doc = call_json(server, "GET", path)
     assert_error(status, doc, 404, "")
+
+
+def test_unknown_label_is_400_like_tf_serving(server: RestServer) -> None:
+    status, doc = call_json(server, "GET", "/v1/models/fashion_mnist/labels/beta")
+    assert_error(status, doc, 400, "Unrecognized servable version label: beta")
 
 
 def test_missing_model_name_is_400(server: RestServer) -> None:
@@ -288,7 +295,7 @@ def test_predict_named_objects_for_two_inputs(server: RestServer) -> None:
         ),
         ("/v1/models/nope:predict", b'{"instances": [1]}', 404, "nope"),
         ("/v1/models/fashion_mnist/versions/9:predict", b'{"instances": [1]}', 404, "9"),
-        ("/v1/models/fashion_mnist/labels/x:predict", b'{"instances": [1]}', 404, "label"),
+        ("/v1/models/fashion_mnist/labels/x:predict", b'{"instances": [1]}', 400, "label: x"),
     ],
 )
 def test_predict_errors(
