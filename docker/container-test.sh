@@ -6,7 +6,7 @@
 # All podman state (image store, run state, networks, caches) lives in $CONTAINER_TEST_DIR
 # (default .container-test/). Kept between runs, so a second run is fast:
 #   cache/bookworm-python.tar   debootstrap'ed Debian bookworm + python3 (the base stand-in)
-#   cache/wheels/               wheelhouse of docker/constraints.txt, downloaded by the host's pip
+#   cache/wheels/               wheelhouse of docker/requirements-*.txt, downloaded by the host's pip
 #   storage/                    podman's image store = the layer cache
 # Removed on exit: containers, network, volume, dangling images.
 #
@@ -163,15 +163,20 @@ log "base image: $BASE_IMAGE"
 # Builds then install offline (PIP_NO_INDEX + PIP_FIND_LINKS), so containers need neither the
 # network nor this machine's extra CA certificates / pip.conf.
 fetch_wheels() {
-    local wheels="$STATE/cache/wheels" stamp
-    stamp="$(sha256sum < "$ROOT/docker/constraints.txt" | cut -c1-16)"
+    local wheels="$STATE/cache/wheels" stamp tf
+    stamp="$(cat "$ROOT"/docker/requirements-*.txt | sha256sum | cut -c1-16)"
     [ -f "$wheels/.stamp-$stamp" ] && return 0
     local py="$ROOT/.venv/bin/python"
     [ -x "$py" ] || py=python3
+    # The ml images install tensorflow-cpu at the version docker/requirements-ml.txt pins.
+    tf="$(grep -E '^tensorflow==' "$ROOT/docker/requirements-ml.txt" | sed 's/^tensorflow/tensorflow-cpu/')"
     mkdir -p "$wheels"
     nice -n 10 "$py" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-        --no-deps --dest "$wheels" --requirement "$ROOT/docker/constraints.txt" \
-        'setuptools>=68' wheel 2> "$STATE/pip-download.log" ||
+        --no-deps --dest "$wheels" \
+        --requirement "$ROOT/docker/requirements-base.txt" \
+        --requirement "$ROOT/docker/requirements-ml.txt" \
+        --requirement "$ROOT/docker/requirements-load.txt" \
+        "$tf" 'setuptools>=68' wheel 2> "$STATE/pip-download.log" ||
         die "pip download failed, see $STATE/pip-download.log"
     touch "$wheels/.stamp-$stamp"
 }
@@ -283,7 +288,10 @@ free_port() {
 
 start_gateway() {
     GATEWAY_PORT="$(free_port)"
+    local required=fashion_mnist,housing
+    [ -n "$HOUSING_FILE" ] || required=fashion_mnist
     podman run --detach --name "$PREFIX-gateway" --network "$NET" \
+        --env "GATEWAY_REQUIRED_MODELS=$required" \
         --publish "127.0.0.1:$GATEWAY_PORT:8000" \
         --env MODEL_SERVER_GRPC=modelserver:8500 --env MODEL_CARDS_DIR=/models \
         --volume "$VOLUME:/models:ro" "localhost/fs-gateway:$TAG" > /dev/null

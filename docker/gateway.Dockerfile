@@ -16,18 +16,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-RUN python3 -m venv /opt/venv
-# Dependencies first (stub package from pyproject.toml) so source edits reuse this layer.
-COPY pyproject.toml docker/constraints.txt ./
-RUN mkdir training serving client \
-    && touch README.md \
-    && pip install --constraint constraints.txt . \
-    && pip uninstall --yes fashion-serving
+# Dependencies first (the complete pinned set from docker/lock.sh, hence --no-deps), so
+# source edits reuse this layer.
+COPY docker/requirements-base.txt /tmp/requirements.txt
+RUN python3 -m venv /opt/venv \
+    && pip install --no-deps --requirement /tmp/requirements.txt
+COPY pyproject.toml ./
 COPY training/ training/
 COPY serving/ serving/
 COPY client/ client/
-RUN pip install --no-deps . \
-    && pip uninstall --yes pip setuptools wheel
+# pyproject.toml names README.md as the long description; the install does not need its text.
+RUN touch README.md \
+    && pip install --no-deps . \
+    && pip uninstall --yes pip setuptools
 
 FROM ${BASE_IMAGE} AS gateway
 ENV PATH=/opt/venv/bin:$PATH \
@@ -48,8 +49,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "/usr/local/bin/healthcheck.py", "http://127.0.0.1:8000/healthz"]
 # gunicorn treats SIGTERM as a graceful stop: it stops accepting, lets workers finish their
-# in-flight requests for up to --graceful-timeout seconds, then exits. Orchestrators must wait
-# longer than that before SIGKILL (compose stop_grace_period, k8s terminationGracePeriodSeconds).
+# in-flight requests for up to GATEWAY_GRACEFUL_TIMEOUT seconds (gunicorn.conf.py reads it), then
+# exits. Orchestrators must wait longer than that before SIGKILL (compose stop_grace_period,
+# k8s terminationGracePeriodSeconds). Exec form: gunicorn is PID 1 and gets the signal itself.
 STOPSIGNAL SIGTERM
-# sh -c only to expand the bind/timeout settings; exec keeps gunicorn as PID 1 for signals.
-CMD ["sh", "-c", "exec gunicorn -c /etc/fashion-serving/gunicorn.conf.py --bind \"$GATEWAY_BIND\" --graceful-timeout \"$GATEWAY_GRACEFUL_TIMEOUT\" 'serving.gateway:create_app()'"]
+CMD ["gunicorn", "-c", "/etc/fashion-serving/gunicorn.conf.py", "serving.gateway:create_app()"]

@@ -4,6 +4,7 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
+# Optional pip settings for restricted networks; they never reach the final stage.
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
 ARG PIP_INDEX_URL
@@ -14,17 +15,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-RUN python3 -m venv /opt/venv
-COPY pyproject.toml docker/constraints.txt ./
-RUN mkdir training serving client \
-    && touch README.md \
-    && pip install --constraint constraints.txt ".[load]" \
-    && pip uninstall --yes fashion-serving
+# Dependencies first (the complete pinned set from docker/lock.sh, hence --no-deps), so
+# source edits reuse this layer.
+COPY docker/requirements-load.txt /tmp/requirements.txt
+RUN python3 -m venv /opt/venv \
+    && pip install --no-deps --requirement /tmp/requirements.txt
+COPY pyproject.toml ./
 COPY training/ training/
 COPY serving/ serving/
 COPY client/ client/
-RUN pip install --no-deps . \
-    && pip uninstall --yes pip setuptools wheel
+# pyproject.toml names README.md as the long description; the install does not need its text.
+RUN touch README.md \
+    && pip install --no-deps . \
+    && pip uninstall --yes pip setuptools
 
 FROM ${BASE_IMAGE} AS locust
 ENV PATH=/opt/venv/bin:$PATH \

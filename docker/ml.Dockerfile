@@ -5,44 +5,57 @@
 # Build context: the repository root (docker/ml.Dockerfile.dockerignore trims it).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${BASE_IMAGE} AS ml-builder
-# Optional pip settings for restricted networks (never reach the runtime stages). The container
-# test passes PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels and mounts a wheelhouse built on the host.
+# The project itself as a wheel (pure Python); only the wheel leaves this stage.
+FROM ${BASE_IMAGE} AS wheel
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_CERT
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PATH=/opt/venv/bin:$PATH
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python3 -m venv /opt/venv
-# Dependencies first, from pyproject.toml alone (a stub package), so editing the source
-# does not reinstall TensorFlow.
-COPY pyproject.toml docker/constraints.txt ./
-RUN mkdir training serving client \
-    && touch README.md \
-    && pip install --constraint constraints.txt ".[ml]" \
-    && pip uninstall --yes fashion-serving
+COPY pyproject.toml ./
 COPY training/ training/
 COPY serving/ serving/
 COPY client/ client/
-# The wheel's metadata wants README.md, which the runtime does not need.
-RUN pip install --no-deps . \
-    && pip uninstall --yes pip setuptools wheel
+# pyproject.toml names README.md as the long description; the wheel does not need its text.
+RUN touch README.md \
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/pip wheel --no-deps --wheel-dir /dist .
 
 FROM ${BASE_IMAGE} AS ml-runtime
+# Optional pip settings for restricted networks. The container test passes PIP_NO_INDEX=1
+# PIP_FIND_LINKS=/wheels and mounts a wheelhouse the host's pip downloaded.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_CERT
+# tensorflow-cpu is the same `tensorflow` module without the CUDA kernels: ~1 GB smaller, and
+# these images run on CPU (GPU serving is TF Serving's -gpu image). TF_PACKAGE=tensorflow for
+# the full wheel.
+ARG TF_PACKAGE=tensorflow-cpu
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
     TF_CPP_MIN_LOG_LEVEL=1
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app \
     && mkdir -p /models \
     && chown app:app /models
-COPY --from=ml-builder /opt/venv /opt/venv
+# Dependencies before the source, so editing the code does not reinstall TensorFlow. The file
+# is the complete pinned set (docker/lock.sh), hence --no-deps: no resolver, same every build.
+COPY docker/requirements-ml.txt /tmp/requirements.txt
+RUN sed -i "s/^tensorflow==/${TF_PACKAGE}==/" /tmp/requirements.txt \
+    && python3 -m venv /opt/venv \
+    && pip install --no-deps --requirement /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY --from=wheel /dist/ /tmp/dist/
+RUN pip install --no-deps /tmp/dist/*.whl \
+    && rm -rf /tmp/dist \
+    && pip uninstall --yes pip setuptools
 COPY serving/models.config serving/batching.config serving/monitoring.config /etc/fashion-serving/
 COPY docker/healthcheck.py /usr/local/bin/healthcheck.py
 WORKDIR /home/app
@@ -51,7 +64,8 @@ FROM ml-runtime AS trainer
 COPY --chmod=755 docker/trainer-entrypoint.sh /usr/local/bin/trainer-entrypoint.sh
 ENV MODELS_DIR=/models \
     ARTIFACTS_DIR=/tmp/artifacts \
-    KERAS_HOME=/tmp/keras
+    KERAS_HOME=/tmp/keras \
+    MPLCONFIGDIR=/tmp/matplotlib
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/trainer-entrypoint.sh"]
 CMD []
