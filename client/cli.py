@@ -81,10 +81,12 @@ def _common(*, grpc: bool) -> argparse.ArgumentParser:
     return common
 
 
-def _model_selector(parser: argparse.ArgumentParser, default_model: str) -> None:
-    parser.add_argument(
-        "--model", default=default_model, help=f"model name (default {default_model})"
-    )
+def _model_selector(parser: argparse.ArgumentParser, default_model: str | None) -> None:
+    """--model (gRPC only: the gateway routes to its configured models), --version | --label."""
+    if default_model is not None:
+        parser.add_argument(
+            "--model", default=default_model, help=f"model name (default {default_model})"
+        )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", type=_positive_int, help="a specific model version")
     which.add_argument("--label", help="a version label, e.g. stable or canary")
@@ -176,17 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     http_parser = protocols.add_parser("http", help="the gateway's HTTP API")
     http_cmds = http_parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _common(grpc=False)
-    p = http_cmds.add_parser("predict", parents=[common], help="classify images")
-    _model_selector(p, "fashion_mnist")
+    p = http_cmds.add_parser("predict", parents=[common], help="classify images (POST /predict)")
+    _model_selector(p, None)
     _predict_args(p)
     p.add_argument(
         "--upload",
         action="store_true",
-        help="send image files as multipart uploads (decoded by the gateway) instead of pixels",
+        help="send the image files as they are (multipart) for the gateway to convert, "
+        "instead of converting them here and sending pixels",
     )
     p.set_defaults(func=http_commands.cmd_predict)
-    p = http_cmds.add_parser("housing", parents=[common], help="predict house values")
-    _model_selector(p, "housing")
+    p = http_cmds.add_parser(
+        "housing", parents=[common], help="predict house values (POST /predict/housing)"
+    )
+    _model_selector(p, None)
     _housing_args(p)
     p.set_defaults(func=http_commands.cmd_housing)
     return parser

@@ -128,10 +128,7 @@ def cmd_housing(args: argparse.Namespace) -> None:
             version = int(meta["model_spec"]["version"])
             card = card_for_version(args.models_dir, args.model, version)
             selector = {"version": version, "label": None}
-        inputs.check_feature_names(
-            rows, card["feature_names"], "--features" if args.features else str(args.csv)
-        )
-        tensors = split_features(card, rows)
+        tensors = split_features(card, rows, "--features" if args.features else str(args.csv))
         main: list[float] = []
         aux: list[float] = []
         version = None

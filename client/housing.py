@@ -66,12 +66,18 @@ def _checked(card: dict[str, Any], where: str) -> dict[str, Any]:
     return card
 
 
-def split_features(card: dict[str, Any], rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
-    """Rows of named features -> {input name: float32 [N, k]} following ``input_features``."""
-    names: list[str] = card["feature_names"]
-    table = np.array([[row[n] for n in names] for row in rows], dtype=np.float32)
-    column = {n: i for i, n in enumerate(names)}
-    return {
-        group: np.ascontiguousarray(table[:, [column[m] for m in members]])
-        for group, members in card["input_features"].items()
-    }
+def split_features(
+    card: dict[str, Any], rows: list[dict[str, float]], where: str
+) -> dict[str, np.ndarray]:
+    """Rows of named features -> {"wide": float32 [N, 5], "deep": float32 [N, 6]} following the
+    card's ``input_features``, with the gateway's own conversion (one implementation)."""
+    # Imported here: the gateway package costs about a second to import and only this needs it.
+    from serving.gateway.errors import ApiError
+    from serving.gateway.parsing import housing_inputs
+
+    groups = {name: tuple(members) for name, members in card["input_features"].items()}
+    try:
+        return housing_inputs(rows, groups, tuple(card["feature_names"]))
+    except ApiError as exc:
+        # "instance i" is the i-th row (0-based) of --features / the CSV file.
+        raise ClientError(f"{where}: {exc.message}", EXIT_USAGE) from None

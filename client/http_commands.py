@@ -14,13 +14,14 @@ from urllib.parse import urlencode, urlsplit
 
 import urllib3
 
-from client import inputs, output
+from client import output
 from client.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE, ClientError
 from client.grpc_commands import _image_batch, _true_names, feature_rows
 
 PREDICT_PATH = "/predict"
 HOUSING_PATH = "/predict/housing"
 UPLOAD_FIELD = "image"
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class Gateway:
@@ -42,6 +43,9 @@ class Gateway:
         target = self.url + path + (f"?{urlencode(params)}" if params else "")
         try:
             response = self.pool.request("POST", target, **kwargs)
+        except urllib3.exceptions.NewConnectionError as exc:
+            # Checked first: urllib3 makes it a subclass of ConnectTimeoutError.
+            raise ClientError(f"{target}: unreachable ({_short(exc)})", EXIT_UNAVAILABLE) from None
         except urllib3.exceptions.TimeoutError:
             raise ClientError(
                 f"{target}: no answer within {self.timeout:g} s", EXIT_UNAVAILABLE
@@ -64,7 +68,7 @@ class Gateway:
 def _short(reason: object) -> str:
     text = str(reason)
     # urllib3 wraps the OS error in a long repr; keep its last, meaningful part.
-    return text.rsplit(": ", 1)[-1].rstrip(")'\"") if "Errno" in text else text
+    return text.rsplit(": ", 1)[-1] if "Errno" in text else text
 
 
 def _json_or_none(data: bytes) -> Any:
@@ -75,55 +79,45 @@ def _json_or_none(data: bytes) -> Any:
 
 
 def _error_detail(body: Any, raw: bytes) -> str:
-    if isinstance(body, dict) and body.get("error"):
-        return str(body["error"])
+    # The gateway answers {"error": {"code": ..., "message": ...}} (docs/gateway.md).
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return f"{error['message']} ({error.get('code', 'error')})"
+    if error:
+        return str(error)
     text = raw.decode("utf-8", "replace").strip()
     return text[:200] or "(empty body)"
 
 
 def _selector(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": None, "version": args.version, "label": args.label}
+    return {"version": args.version, "version_label": args.label}
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     gateway = Gateway(args.url, args.timeout)
     query = _selector(args)
-    if args.model != "fashion_mnist":
-        query["model"] = args.model
     answers: list[dict[str, Any]] = []
+    batch = None
     if args.upload:
-        if args.test_images is not None or not args.images:
-            raise ClientError("--upload sends image files: give IMAGE files", EXIT_USAGE)
-        sources = list(args.images)
-        for name in sources:
-            if Path(name).suffix.lower() == ".npy":
-                raise ClientError(
-                    f"{name}: --upload sends image files, not .npy arrays", EXIT_USAGE
-                )
-            try:
-                data = Path(name).read_bytes()
-            except OSError as exc:
-                raise ClientError(
-                    f"{name}: cannot read ({exc.strerror or exc})", EXIT_USAGE
-                ) from None
-            fields = {UPLOAD_FIELD: (Path(name).name, data, "application/octet-stream")}
+        sources = _upload_sources(args)
+        for start in range(0, len(sources), args.batch_size):
+            fields: list[tuple[str, Any]] = [
+                (UPLOAD_FIELD, (Path(name).name, _read(name), "application/octet-stream"))
+                for name in sources[start : start + args.batch_size]
+            ]
             if args.invert != "auto":
-                fields["invert"] = args.invert
+                fields.append(("invert", args.invert))
             answers.append(gateway.post(PREDICT_PATH, query, fields=fields))
-        batch = None
     else:
+        # Converted here with the gateway's own codec; pixels are then taken as sent.
         batch = _image_batch(args)
         sources = batch.sources
         for start in range(0, len(batch.images), args.batch_size):
             chunk = batch.images[start : start + args.batch_size]
-            body = json.dumps({"instances": chunk.tolist()})
-            answers.append(
-                gateway.post(
-                    PREDICT_PATH, query, body=body, headers={"Content-Type": "application/json"}
-                )
-            )
+            body = json.dumps({"instances": chunk.tolist()}, separators=(",", ":"))
+            answers.append(gateway.post(PREDICT_PATH, query, body=body, headers=JSON_HEADERS))
     result = output.ImagePredictions(
-        model=args.model,
+        model="fashion_mnist",
         version=None,
         sources=sources,
         class_ids=[],
@@ -131,11 +125,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         probabilities=[],
     )
     for answer in answers:
+        result.model = str(answer.get("model", result.model))
         result.version = answer.get("version", result.version)
         for item in _predictions(answer):
             result.class_ids.append(int(item["class_id"]))
             result.class_names.append(str(item["class_name"]))
-            result.probabilities.append([float(p) for p in item["probabilities"]])
+            result.probabilities.append([round(float(p), 6) for p in item["probabilities"]])
     if len(result.class_ids) != len(sources):
         raise ClientError(
             f"{args.url}: {len(result.class_ids)} predictions for {len(sources)} images",
@@ -147,6 +142,24 @@ def cmd_predict(args: argparse.Namespace) -> None:
     output.show_image_predictions(result, as_json=args.json)
 
 
+def _upload_sources(args: argparse.Namespace) -> list[str]:
+    if args.test_images is not None or not args.images:
+        raise ClientError("--upload sends image files: give IMAGE files", EXIT_USAGE)
+    for name in args.images:
+        if Path(name).suffix.lower() == ".npy":
+            raise ClientError(f"{name}: --upload sends image files, not .npy arrays", EXIT_USAGE)
+    return list(args.images)
+
+
+def _read(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except FileNotFoundError:
+        raise ClientError(f"{name}: no such file", EXIT_USAGE) from None
+    except OSError as exc:
+        raise ClientError(f"{name}: cannot read ({exc.strerror or exc})", EXIT_USAGE) from None
+
+
 def _predictions(answer: dict[str, Any]) -> list[dict[str, Any]]:
     predictions = answer.get("predictions")
     if not isinstance(predictions, list):
@@ -156,24 +169,18 @@ def _predictions(answer: dict[str, Any]) -> list[dict[str, Any]]:
 
 def cmd_housing(args: argparse.Namespace) -> None:
     gateway = Gateway(args.url, args.timeout)
-    rows = feature_rows(args)
+    rows = feature_rows(args)  # syntax checked here; feature names checked by the gateway
     query = _selector(args)
-    if args.model != "housing":
-        query["model"] = args.model
-    result = output.HousingPredictions(model=args.model, version=None, rows=rows, main=[], aux=[])
+    result = output.HousingPredictions(model="housing", version=None, rows=rows, main=[], aux=[])
     for start in range(0, len(rows), args.batch_size):
         body = json.dumps({"instances": rows[start : start + args.batch_size]})
-        answer = gateway.post(
-            HOUSING_PATH, query, body=body, headers={"Content-Type": "application/json"}
-        )
+        answer = gateway.post(HOUSING_PATH, query, body=body, headers=JSON_HEADERS)
+        result.model = str(answer.get("model", result.model))
         result.version = answer.get("version", result.version)
-        result.target = str(answer.get("target", result.target))
+        if "unit" in answer:
+            result.target = f"median house value in {answer['unit']}"
         for item in _predictions(answer):
             result.main.append(float(item["main"]))
             if "aux" in item:
                 result.aux.append(float(item["aux"]))
     output.show_housing_predictions(result, as_json=args.json)
-
-
-# ``inputs`` is re-exported for symmetry with grpc_commands (feature checks happen server-side).
-__all__ = ["cmd_housing", "cmd_predict", "inputs"]

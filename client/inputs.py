@@ -146,21 +146,3 @@ def read_feature_csv(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     if not rows:
         raise ClientError(f"{path}: no data rows after the header", EXIT_USAGE)
     return rows
-
-
-def check_feature_names(rows: list[dict[str, float]], expected: list[str], where: str) -> None:
-    """Every row has exactly the expected features: none missing, none unknown."""
-    for i, row in enumerate(rows):
-        missing = [n for n in expected if n not in row]
-        unknown = [n for n in row if n not in expected]
-        label = where if len(rows) == 1 else f"{where} row {i + 1}"
-        if missing or unknown:
-            parts = []
-            if missing:
-                parts.append("missing " + ", ".join(missing))
-            if unknown:
-                parts.append("unknown " + ", ".join(unknown))
-            raise ClientError(
-                f"{label}: {'; '.join(parts)} (expected the features {', '.join(expected)})",
-                EXIT_USAGE,
-            )

@@ -18,7 +18,9 @@ Settings (environment, read once here): ``GATEWAY_URL`` (default http://localhos
 from __future__ import annotations
 
 import os
+import sys
 import time
+from pathlib import Path
 
 # Importing locust monkey-patches the standard library for gevent; grpc must then be told to
 # cooperate with gevent, before any channel exists, or each call would block the whole process.
@@ -32,7 +34,14 @@ grpc_gevent.init_gevent()
 
 import orjson  # noqa: E402
 
+# `locust -f tests/load/locustfile.py` puts only tests/load on sys.path; the repo root is needed
+# for `tests.load.*` (serving and training are installed packages).
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
 from serving.tfs_client import BackendError, TFServingClient  # noqa: E402
+from tests.load.names import NAME_GRPC, NAME_HOUSING, NAME_JSON, NAME_UPLOAD  # noqa: E402
 from tests.load.payloads import Payloads, build_payloads  # noqa: E402
 
 GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://localhost:8000")
@@ -45,23 +54,6 @@ PREDICT_PATH = "/predict"
 HOUSING_PATH = "/predict/housing"
 UPLOAD_FIELD = "image"
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-
-#: Entry names in locust's statistics (one per user class; the report and tests rely on them).
-NAME_JSON = "POST /predict [json]"
-NAME_UPLOAD = "POST /predict [png upload]"
-NAME_HOUSING = "POST /predict/housing"
-NAME_GRPC = "Predict fashion_mnist"
-ENTRY_BY_CLASS = {
-    "GatewayJsonUser": NAME_JSON,
-    "GatewayUploadUser": NAME_UPLOAD,
-    "GatewayHousingUser": NAME_HOUSING,
-    "GrpcPredictUser": NAME_GRPC,
-}
-CLASSES_BY_TARGET = {
-    "gateway": ["GatewayJsonUser", "GatewayUploadUser", "GatewayHousingUser"],
-    "grpc": ["GrpcPredictUser"],
-    "all": ["GatewayJsonUser", "GatewayUploadUser", "GatewayHousingUser", "GrpcPredictUser"],
-}
 
 _payloads: Payloads | None = None
 

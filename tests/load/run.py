@@ -41,16 +41,10 @@ from urllib.parse import urlsplit
 import psutil
 
 from tests.load import report
+from tests.load.names import CLASSES_BY_TARGET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
-# Mirrors tests.load.locustfile.CLASSES_BY_TARGET (not imported: importing the locustfile
-# would import locust, which monkey-patches this process for gevent).
-CLASSES_BY_TARGET = {
-    "gateway": ["GatewayJsonUser", "GatewayUploadUser", "GatewayHousingUser"],
-    "grpc": ["GrpcPredictUser"],
-    "all": ["GatewayJsonUser", "GatewayUploadUser", "GatewayHousingUser", "GrpcPredictUser"],
-}
 EXIT_FAILURES, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 MODELS = ("fashion_mnist", "housing")
 
