@@ -74,6 +74,10 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[BackendError]] = {
 }
 
 
+# TF Serving's message (ServerCore) for a label that names no version of the model.
+_UNKNOWN_LABEL = "Unrecognized servable version label"
+
+
 @dataclass(frozen=True)
 class Prediction:
     """What one Predict call returned: the model and version that answered, and its outputs."""
@@ -244,12 +248,14 @@ class TFServingClient:
         label: str | None = None,
         timeout: float | None = None,
     ) -> list[dict[str, Any]]:
-        """``[{"version": 1, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}]``."""
+        """``[{"version": 1, "state": "AVAILABLE", "error_code": "OK", "error_message": ""}]``,
+        oldest version first."""
         request = protos.GetModelStatusRequest()
         _fill_spec(request.model_spec, model, version, label)
         _, _, status = self._stubs()
         what = f"GetModelStatus {_spec_text(model, version, label)}"
         response = self._call(status, request, what, timeout)
+        statuses = sorted(response.model_version_status, key=lambda item: item.version)
         return [
             {
                 "version": int(item.version),
@@ -259,7 +265,7 @@ class TFServingClient:
                 ),
                 "error_message": item.status.error_message,
             }
-            for item in response.model_version_status
+            for item in statuses
         ]
 
 
@@ -291,6 +297,8 @@ def _error_for(
 ) -> BackendError:
     error_class = _ERROR_BY_CODE.get(code, BackendError) if code is not None else BackendError
     details = (details or "").strip()
+    if code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(_UNKNOWN_LABEL):
+        error_class = ModelNotFound  # TF Serving reports an unknown label as INVALID_ARGUMENT
     if error_class is BackendUnavailable:
         tries = f" after {retries + 1} attempts" if retries else ""
         message = f"{what}: model server at {target} is unavailable{tries} ({details})"

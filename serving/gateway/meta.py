@@ -6,6 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response
 
+from serving import protos
+from serving.codecs.tensors import dtype_name
 from serving.gateway import metrics
 from serving.gateway.openapi import openapi_document
 from serving.gateway.responses import json_response
@@ -47,14 +49,15 @@ def models() -> Response:
 
 
 def _tensor(info: dict[str, Any]) -> dict[str, Any]:
-    dtype = info.get("dtype", "DT_INVALID")
+    # "DT_FLOAT" -> "float32": the numpy names the model cards and the docs use.
+    dtype = dtype_name(protos.DATA_TYPE.get(info.get("dtype", "DT_INVALID"), 0))
     shape = info.get("tensor_shape", {})
     dims = (
         None
         if shape.get("unknown_rank")
         else [int(d.get("size", -1)) for d in shape.get("dim", [])]
     )
-    return {"dtype": dtype.removeprefix("DT_").lower(), "shape": dims}
+    return {"dtype": dtype, "shape": dims}
 
 
 def _signature(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -99,8 +99,12 @@ def parse_params(
     allowed: tuple[str, ...] = PARAMETERS,
     *,
     body_name: str = "the JSON body",
+    body_is_text: bool = False,
 ) -> Params:
-    """Parameters from the query string and the body (JSON fields or form fields), once each."""
+    """Parameters from the query string and the body (JSON fields or form fields), once each.
+
+    Query-string and form values are text (``"3"``); JSON values must have their JSON type.
+    """
     unknown = [key for key in query if key not in allowed]
     if unknown:
         raise ApiError(
@@ -109,6 +113,7 @@ def parse_params(
             f"unknown query parameter {unknown[0]!r}; expected {', '.join(allowed)}",
         )
     values: dict[str, Any] = {}
+    text: set[str] = set()
     for name in allowed:
         in_query, in_body = name in query, name in body_fields
         if in_query and in_body:
@@ -117,14 +122,17 @@ def parse_params(
             )
         if in_query:
             values[name] = query[name]
+            text.add(name)
         elif in_body:
             values[name] = body_fields[name]
-    version = _version(values.get("version"))
+            if body_is_text:
+                text.add(name)
+    version = _version(values.get("version"), "version" in text)
     label = _label(values.get("version_label"))
     if version is not None and label is not None:
         raise ApiError(400, "invalid_parameter", "give version or version_label, not both")
     return Params(
-        top_k=_top_k(values.get("top_k")),
+        top_k=_top_k(values.get("top_k"), "top_k" in text),
         version=version,
         version_label=label,
         invert=_invert(values.get("invert")),
@@ -132,8 +140,8 @@ def parse_params(
     )
 
 
-def _as_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
+def _as_int(name: str, value: Any, text: bool, minimum: int, maximum: int | None = None) -> int:
+    if text and isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -147,12 +155,12 @@ def _as_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> 
     return number
 
 
-def _top_k(value: Any) -> int | None:
-    return None if value is None else _as_int("top_k", value, 1, 10)
+def _top_k(value: Any, text: bool) -> int | None:
+    return None if value is None else _as_int("top_k", value, text, 1, 10)
 
 
-def _version(value: Any) -> int | None:
-    return None if value is None else _as_int("version", value, 1, 2**63 - 1)
+def _version(value: Any, text: bool) -> int | None:
+    return None if value is None else _as_int("version", value, text, 1, 2**63 - 1)
 
 
 def _label(value: Any) -> str | None:

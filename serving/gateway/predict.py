@@ -102,7 +102,7 @@ def predict_fashion() -> Response:
 def _images_from_multipart(max_instances: int, max_pixels: int) -> tuple[Params, np.ndarray]:
     files = list(request.files.items(multi=True))
     form = request.form
-    params = parse_params(_query(), form, body_name="the form fields")
+    params = parse_params(_query(), form, body_name="the form fields", body_is_text=True)
     unknown = [key for key in form if key not in PARAMETERS]
     if unknown:
         raise ApiError(
