@@ -70,6 +70,6 @@ def demo_stack(models_root: Path) -> Iterator[tuple[Any, Any]]:
 
     with (
         running_modelserver(models_root) as modelserver,
-        running_gateway(modelserver.grpc_target, models_root) as gateway,
+        running_gateway(modelserver.grpc_target, models_root, workers=1) as gateway,
     ):
         yield modelserver, gateway

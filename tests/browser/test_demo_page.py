@@ -101,7 +101,9 @@ def _post(url: str, body: bytes, content_type: str) -> tuple[int, dict[str, Any]
 
 
 def test_page_has_security_headers(page: Any, demo_stack: tuple[Any, Any]) -> None:
-    response = page.request.get(demo_stack[1].url + "/")
+    url = demo_stack[1].url + "/"
+    response = page.request.get(url, headers={"Accept": "text/html,*/*;q=0.8"})
+    assert response.headers["content-type"].startswith("text/html")
     headers = response.headers
     csp = headers["content-security-policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
@@ -113,7 +115,10 @@ def test_page_has_security_headers(page: Any, demo_stack: tuple[Any, Any]) -> No
         """() => [...document.querySelectorAll('script[src], link[rel=stylesheet]')]
              .map(e => e.src || e.href)"""
     )
-    assert sources and all(s.startswith(demo_stack[1].url + "/") for s in sources)
+    assert sources and all(s.startswith(url) for s in sources)
+    # API clients asking for anything (curl's */*) still get the gateway's JSON index.
+    index = page.request.get(url, headers={"Accept": "*/*"})
+    assert index.headers["content-type"] == "application/json" and "endpoints" in index.json()
 
 
 def test_drawn_stroke_is_classified(page: Any) -> None:
