@@ -1,0 +1,180 @@
+"""Dynamic batching: concurrent requests give the answers of unbatched calls, batches really
+form (batch-size metric > 1), and a full queue answers UNAVAILABLE like TF Serving."""
+
+from __future__ import annotations
+
+import re
+import threading
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving.codecs.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from serving.modelserver.batching import QUEUE_FULL, Batcher
+from serving.modelserver.config import BatchingConfig
+from serving.modelserver.errors import Unavailable
+from serving.modelserver.servable import Signature
+from serving.modelserver.specs import TensorSpecInfo
+from tests.helpers.modelserver_process import ModelServerProcess, running_modelserver
+
+CLIENTS = 24
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+@pytest.fixture(scope="module")
+def batching_server(models_root: Path) -> Iterator[ModelServerProcess]:
+    with running_modelserver(models_root, batching=True) as server:
+        yield server
+
+
+def make_request(index: int) -> predict_pb2.PredictRequest:
+    """Request ``index``: alternately fashion_mnist (1-3 images) and housing (1-3 rows)."""
+    rng = np.random.default_rng(index)
+    rows = 1 + index % 3
+    req = predict_pb2.PredictRequest()
+    if index % 2:
+        req.model_spec.name = "fashion_mnist"
+        images = rng.integers(0, 256, (rows, 28, 28), dtype=np.uint8)
+        ndarray_to_tensor_proto(images, req.inputs["images"])
+    else:
+        req.model_spec.name = "housing"
+        features = rng.normal(3.0, 1.0, (rows, 8)).astype(np.float32)
+        ndarray_to_tensor_proto(features[:, :5].copy(), req.inputs["wide"])
+        ndarray_to_tensor_proto(features[:, 2:].copy(), req.inputs["deep"])
+    return req
+
+
+def concurrent_predict(target: str, count: int) -> list[dict[str, np.ndarray]]:
+    """``count`` requests from CLIENTS threads released together (so they overlap)."""
+    barrier = threading.Barrier(CLIENTS)
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def one(index: int) -> dict[str, np.ndarray]:
+            if index < CLIENTS:
+                barrier.wait(timeout=60)
+            reply = stub.Predict(make_request(index), timeout=60)
+            return {k: tensor_proto_to_ndarray(v) for k, v in reply.outputs.items()}
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            return list(pool.map(one, range(count)))
+
+
+def batch_sizes(rest_url: str) -> dict[str, set[int]]:
+    """Batch sizes seen per model, from :tensorflow:serving:batching:processed_batch_size_v2."""
+    with urllib.request.urlopen(rest_url + METRICS_PATH, timeout=30) as response:
+        text = response.read().decode()
+    sizes: dict[str, set[int]] = {}
+    for line in text.splitlines():
+        if line.startswith(":tensorflow:serving:batching:processed_batch_size_v2{"):
+            model = re.search(r'model_name="([^"]+)"', line)
+            size = re.search(r'batch_size="(\d+)"', line)
+            if model and size and float(line.rsplit(" ", 1)[1]) > 0:
+                sizes.setdefault(model.group(1), set()).add(int(size.group(1)))
+    return sizes
+
+
+@pytest.mark.slow
+def test_batched_answers_equal_unbatched_answers(
+    batching_server: ModelServerProcess, modelserver: ModelServerProcess
+) -> None:
+    count = 4 * CLIENTS
+    batched = concurrent_predict(batching_server.grpc_target, count)
+    unbatched = concurrent_predict(modelserver.grpc_target, count)
+    for index, (got, want) in enumerate(zip(batched, unbatched, strict=True)):
+        assert set(got) == set(want), index
+        for name in want:
+            assert got[name].shape == want[name].shape, (index, name)
+            if want[name].dtype.kind in "fc":
+                # Same rows, same graph; only the float rounding of the matmul kernels depends
+                # on how many rows share the call (also true without batching), so allow
+                # float32 rounding and nothing more.
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(got[name], want[name])
+
+
+@pytest.mark.slow
+def test_concurrent_requests_form_batches(batching_server: ModelServerProcess) -> None:
+    for _ in range(5):  # batches form when requests overlap; retry a busy-box miss
+        concurrent_predict(batching_server.grpc_target, 2 * CLIENTS)
+        sizes = batch_sizes(batching_server.rest_url)
+        if max(sizes.get("fashion_mnist", {0})) > 3 and max(sizes.get("housing", {0})) > 3:
+            break
+    # One request has at most 3 rows: a larger batch merged several requests.
+    assert max(sizes["fashion_mnist"]) > 3
+    assert max(sizes["housing"]) > 3
+    assert max(max(s) for s in sizes.values()) <= 64  # max_batch_size in serving/batching.config
+
+
+class _BlockingSignature:
+    """A stand-in signature whose graph call blocks until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.calls: list[int] = []
+
+    def signature(self) -> Signature:
+        def call(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+            self.started.set()
+            self.release.wait(30)
+            self.calls.append(len(inputs["x"]))
+
+            class _T:
+                def __init__(self, value: np.ndarray) -> None:
+                    self.value = value
+
+                def numpy(self) -> np.ndarray:
+                    return self.value
+
+            return {"y": _T(inputs["x"] * 2)}
+
+        spec = TensorSpecInfo(np.dtype("float32"), (-1,))
+        return Signature("serving_default", {"x": spec}, {"y": spec}, True, call)
+
+
+class _FakeServable:
+    name = "fake"
+    version = 1
+
+
+def test_full_queue_is_unavailable_and_rows_are_split_back() -> None:
+    fake = _BlockingSignature()
+    signature = fake.signature()
+    batcher = Batcher(BatchingConfig(max_batch_size=4, max_enqueued_batches=2, num_batch_threads=1))
+    servable: Any = _FakeServable()
+    results: dict[int, np.ndarray] = {}
+
+    def submit(i: int, rows: int) -> None:
+        x = np.full(rows, i, np.float32)
+        results[i] = batcher.run(servable, signature, {"x": x}, rows)["y"]
+
+    try:
+        first = threading.Thread(target=submit, args=(0, 1))
+        first.start()
+        assert fake.started.wait(30)  # the batch thread is now busy with request 0
+        waiting = [threading.Thread(target=submit, args=(i, 2)) for i in range(1, 5)]
+        for thread in waiting:  # 4 x 2 rows = 8 = max_batch_size * max_enqueued_batches
+            thread.start()
+        deadline = threading.Event()
+        while sum(len(q.tasks) for q in batcher._queues.values()) < 4:
+            deadline.wait(0.01)
+        with pytest.raises(Unavailable, match=QUEUE_FULL):
+            batcher.run(servable, signature, {"x": np.zeros(1, np.float32)}, 1)
+        fake.release.set()
+        for thread in [first, *waiting]:
+            thread.join(30)
+        for i in range(5):
+            np.testing.assert_array_equal(results[i], np.full(1 if i == 0 else 2, 2 * i))
+        assert fake.calls[0] == 1 and max(fake.calls) == 4  # two requests merged per batch
+    finally:
+        fake.release.set()
+        batcher.stop()
