@@ -206,11 +206,9 @@ def _validate_one(value: object, where: str, *, check_bools: bool) -> np.ndarray
 
 def _as_array(value: object) -> np.ndarray | None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy warns about ragged nesting on some versions
-            return np.asarray(value)
+        return np.asarray(value)
     except (ValueError, TypeError, OverflowError):
-        return None  # ragged nesting
+        return None  # ragged nesting (numpy >= 1.24 raises instead of making an object array)
 
 
 def _is_numeric_images(array: np.ndarray | None, *, batched: bool) -> bool:
