@@ -74,10 +74,10 @@ bench-gateway: venv
 
 loadtest: venv
 	$(PY) -m tests.load.run --users $(USERS) --spawn-rate $(SPAWN_RATE) \
-		--duration $(DURATION) --target $(TARGET)
+		--duration $(DURATION) --target $(TARGET) --models-dir $(MODELS_DIR)
 
 loadtest-ui: venv
-	$(VENV)/bin/locust -f tests/load/locustfile.py
+	$(VENV)/bin/locust -f tests/load/locustfile.py --class-picker
 
 reliability: venv
 	$(PY) -m tests.reliability.run

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-#: Entry names in locust's statistics, one per user class.
-NAME_JSON = "POST /predict [json]"
-NAME_UPLOAD = "POST /predict [png upload]"
-NAME_HOUSING = "POST /predict/housing"
+#: Entry names in locust's statistics, one per user class (shown after the type: POST, grpc).
+NAME_JSON = "/predict [json]"
+NAME_UPLOAD = "/predict [png upload]"
+NAME_HOUSING = "/predict/housing"
 NAME_GRPC = "Predict fashion_mnist"
 ENTRY_BY_CLASS = {
     "GatewayJsonUser": NAME_JSON,

@@ -155,8 +155,10 @@ def plot_history(history_csv: Path, png_path: Path, title: str = "") -> None:
     start = int(rows[0]["Timestamp"])
     seconds = [int(r["Timestamp"]) - start for r in rows]
     fig, (ax_latency, ax_rate) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    started = [(_number(r.get("Total Request Count", "1")) or 0) > 0 for r in rows]
     for column, label in (("50%", "p50"), ("95%", "p95"), ("99%", "p99")):
-        values = [_number(r[column]) for r in rows]
+        # Before the first answer locust writes 0 or N/A: leave a gap rather than a fake 0 ms.
+        values = [_number(r[column]) if ok else None for r, ok in zip(rows, started, strict=True)]
         ax_latency.plot(seconds, [math.nan if v is None else v for v in values], label=label)
     ax_latency.set_ylabel("response time (ms)")
     ax_latency.set_ylim(bottom=0)

@@ -253,18 +253,21 @@ def _cpu_seconds(process: psutil.Process) -> float | None:
 
 
 def server_processes(needed_ports: set[int]) -> list[psutil.Process]:
-    """Processes listening on the servers' ports, and their children (gunicorn workers)."""
-    pids = set()
+    """The processes serving these ports: the listeners, climbing from a gunicorn worker to its
+    master (the kernel may name any process sharing the socket), and all their children."""
+    roots: dict[int, psutil.Process] = {}
     with contextlib.suppress(psutil.Error):
         for conn in psutil.net_connections(kind="inet"):
             listening = conn.status == psutil.CONN_LISTEN and conn.laddr and conn.pid
-            if listening and conn.laddr.port in needed_ports:
-                pids.add(conn.pid)
-    roots = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            roots.append(psutil.Process(pid))
-    return _tree(roots)
+            if not listening or conn.laddr.port not in needed_ports:
+                continue
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(conn.pid)
+                parent = process.parent()
+                while parent is not None and "gunicorn" in " ".join(parent.cmdline()):
+                    process, parent = parent, parent.parent()
+                roots[process.pid] = process
+    return _tree(list(roots.values()))
 
 
 class TreeMeter:
