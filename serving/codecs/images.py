@@ -147,6 +147,20 @@ def _invert_and_pad(array: np.ndarray, invert: str) -> np.ndarray:
     return canvas
 
 
+def invert_pixels(images: np.ndarray, invert: str) -> np.ndarray:
+    """Apply an ``invert`` choice to uint8 [..., 28, 28] pixel arrays (``auto``: per image, the
+    same background rule as for encoded images)."""
+    if invert not in INVERT_CHOICES:
+        raise CodecError(f"invert must be one of {', '.join(INVERT_CHOICES)}, got {invert!r}")
+    if invert == "never":
+        return images
+    if invert == "always":
+        return 255 - images
+    flat = images.reshape(-1, *IMAGE_SHAPE)
+    light = np.array([_background(image) > 127 for image in flat])
+    return np.where(light[:, None, None], 255 - flat, flat).reshape(images.shape).astype(np.uint8)
+
+
 def pixels_to_image(value: object, *, where: str = "instance 0") -> np.ndarray:
     """JSON pixels (28x28 nested list or flat list of 784 integers 0..255) -> uint8 [28, 28].
 

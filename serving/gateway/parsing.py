@@ -18,7 +18,13 @@ import orjson
 from flask import Request
 
 from serving.codecs import CodecError
-from serving.codecs.images import INVERT_CHOICES, decode_image, pixels_to_batch, pixels_to_image
+from serving.codecs.images import (
+    INVERT_CHOICES,
+    decode_image,
+    invert_pixels,
+    pixels_to_batch,
+    pixels_to_image,
+)
 from serving.gateway.errors import ApiError
 
 PARAMETERS = ("top_k", "version", "version_label", "invert", "return_image")
@@ -222,17 +228,7 @@ def images_from_json(
 
 def _invert_pixels(pixels: np.ndarray, invert: str | None) -> np.ndarray:
     # Pixel arrays are taken as sent unless invert is given explicitly.
-    if invert == "always":
-        return 255 - pixels
-    if invert == "auto":
-        return np.stack([decode_pixels_auto(image) for image in pixels.reshape(-1, 28, 28)])
-    return pixels
-
-
-def decode_pixels_auto(image: np.ndarray) -> np.ndarray:
-    """``invert=auto`` for a pixel array: the same background rule as for encoded images."""
-    ring = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
-    return 255 - image if np.median(ring) > 127 else image
+    return pixels if invert is None else invert_pixels(pixels, invert)
 
 
 def _image_from_b64(item: dict[str, Any], where: str, params: Params, max_pixels: int):

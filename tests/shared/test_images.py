@@ -14,6 +14,7 @@ from serving.codecs import CodecError
 from serving.codecs.images import (
     decode_image,
     encode_png,
+    invert_pixels,
     load_array_file,
     pixels_to_batch,
     pixels_to_image,
@@ -191,3 +192,12 @@ def test_load_array_file(tmp_path):
 def test_encode_png_refuses_non_uint8():
     with pytest.raises(CodecError):
         encode_png(np.zeros((28, 28), dtype=np.float32))
+
+
+def test_invert_pixels_uses_the_same_background_rule():
+    item = _item()
+    batch = np.stack([item, 255 - item])
+    assert np.array_equal(invert_pixels(batch, "auto"), np.stack([item, item]))
+    assert np.array_equal(invert_pixels(batch, "always"), 255 - batch)
+    assert invert_pixels(batch, "never") is batch
+    assert np.array_equal(invert_pixels(255 - item, "auto"), decode_image(encode_png(255 - item)))
