@@ -39,6 +39,7 @@ GATEWAY_APP = "serving.gateway:create_app()"
 GUNICORN_CONF = SERVING_DIR / "gateway" / "gunicorn.conf.py"
 CURL_PATH = "/predict"  # the gateway's single-image route
 METRICS_PATH = "/monitoring/prometheus/metrics"  # serving/monitoring.config's path
+SETTLE_SECONDS = 2.0  # every check must pass this long (see wait_until_ready)
 STOP_TIMEOUT = 20.0  # seconds between SIGTERM and SIGKILL; gunicorn's graceful timeout is shorter
 
 
@@ -389,12 +390,20 @@ def wait_until_ready(
     children: Sequence[Child],
     timeout: float,
     *,
+    settle: float = SETTLE_SECONDS,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Poll every check until all pass; fail early if a child exits or the user gives up."""
+    """Poll the checks until all of them have passed on every probe for ``settle`` seconds.
+
+    Settling matters for the gateway: each gunicorn worker has its own gRPC channel and
+    readiness cache, so the first 200 from /readyz may come from one worker while another
+    still reports the model server unreachable (reconnect backoff up to 1 s plus a 1 s
+    cache). Fails early if a child exits; returns early if the user asks to stop.
+    """
     deadline = time.monotonic() + timeout
-    pending = dict(checks)
-    while pending:
+    passing_since: float | None = None
+    failing: list[str] = list(checks)
+    while True:
         for child in children:
             if not child.alive():
                 raise StackError(
@@ -403,15 +412,18 @@ def wait_until_ready(
                 )
         if stop_requested():
             return
-        for name, check in list(pending.items()):
-            if check():
-                del pending[name]
-        if pending:
-            if time.monotonic() > deadline:
-                raise StackError(
-                    f"not ready after {timeout:.0f} s: {', '.join(pending)} (see the logs above)"
-                )
-            time.sleep(0.2)
+        failing = [name for name, check in checks.items() if not check()]
+        now = time.monotonic()
+        if failing:
+            passing_since = None
+        elif passing_since is None:
+            passing_since = now
+        if passing_since is not None and now - passing_since >= settle:
+            return
+        if now > deadline:
+            what = ", ".join(failing) if failing else "readiness kept flapping"
+            raise StackError(f"not ready after {timeout:.0f} s: {what} (see the logs above)")
+        time.sleep(0.2)
 
 
 def _tail(child: Child) -> str:

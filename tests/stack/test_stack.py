@@ -117,7 +117,8 @@ def test_stack_serves_then_stops_both_children_on_sigint(models_root: Path) -> N
         modelserver_pid, gateway_pid = run.child_pids()
         run.wait_for_line("Press Ctrl-C to stop")
         base = f"http://127.0.0.1:{run.gateway_port}"
-        assert http(base + "/readyz")[0] == 200
+        status, answer = http(base + "/readyz")
+        assert status == 200, answer
         status, answer = http(base + stack.CURL_PATH, {"instances": [[[0] * 28] * 28]})
         assert status == 200, answer
         assert len(answer["predictions"]) == 1
