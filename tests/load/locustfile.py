@@ -26,7 +26,6 @@ from pathlib import Path
 # cooperate with gevent, before any channel exists, or each call would block the whole process.
 import gevent
 from locust import FastHttpUser, User, constant, events, tag, task
-from locust.runners import MasterRunner
 
 import grpc.experimental.gevent as grpc_gevent  # isort: skip
 
@@ -55,22 +54,19 @@ HOUSING_PATH = "/predict/housing"
 UPLOAD_FIELD = "image"
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
-_payloads: Payloads | None = None
-
-
-def payloads() -> Payloads:
-    """Built on first use, once per locust process (after --processes forks, not before)."""
-    global _payloads
-    if _payloads is None:
-        _payloads = build_payloads(BATCH, upload_field=UPLOAD_FIELD)
-    return _payloads
+# Built at import: with --processes locust imports this file once and then forks, so the
+# workers inherit the bodies instead of each building them while the master waits for their
+# heartbeats (building takes seconds on a busy machine and would get them declared missing).
+PAYLOADS: Payloads = build_payloads(BATCH, upload_field=UPLOAD_FIELD)
+print(
+    f"payloads: {PAYLOADS.image_source}; {PAYLOADS.housing_source}; "
+    f"{BATCH} instance(s) per request",
+    flush=True,
+)
 
 
 @events.init.add_listener
-def _prepare(environment, **_kwargs) -> None:
-    if not isinstance(environment.runner, MasterRunner):  # the master sends no requests
-        p = payloads()
-        print(f"payloads: {p.image_source}; {p.housing_source}; {BATCH} instance(s) per request")
+def _fresh_clock(environment, **_kwargs) -> None:
     # gevent's loop caches "now" and has not run since locust was imported (seconds ago), so
     # --run-time, scheduled next from that stale clock, would end the run early by that much.
     gevent.get_hub().loop.update_now()
@@ -112,7 +108,7 @@ class GatewayJsonUser(_GatewayUser):
     @tag("gateway", "json")
     @task
     def predict_json(self) -> None:
-        body = payloads().next_json()
+        body = PAYLOADS.next_json()
         with self.client.post(
             PREDICT_PATH, data=body, headers=JSON_HEADERS, name=NAME_JSON, catch_response=True
         ) as response:
@@ -123,7 +119,7 @@ class GatewayUploadUser(_GatewayUser):
     @tag("gateway", "upload")
     @task
     def predict_upload(self) -> None:
-        body, content_type = payloads().next_multipart()
+        body, content_type = PAYLOADS.next_multipart()
         with self.client.post(
             PREDICT_PATH,
             data=body,
@@ -138,7 +134,7 @@ class GatewayHousingUser(_GatewayUser):
     @tag("gateway", "housing")
     @task
     def predict_housing(self) -> None:
-        body = payloads().next_housing()
+        body = PAYLOADS.next_housing()
         with self.client.post(
             HOUSING_PATH, data=body, headers=JSON_HEADERS, name=NAME_HOUSING, catch_response=True
         ) as response:
@@ -160,7 +156,7 @@ class GrpcPredictUser(User):
     @tag("grpc")
     @task
     def predict(self) -> None:
-        images = payloads().next_array()
+        images = PAYLOADS.next_array()
         exception: Exception | None = None
         length = 0
         start = time.perf_counter()
