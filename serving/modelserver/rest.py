@@ -296,10 +296,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "fashion-serving-modelserver"
-    sys_version = ""
     # Headers and body go out in one write, and small answers must not wait for Nagle.
     disable_nagle_algorithm = True
     server: RestServer
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout
