@@ -43,6 +43,10 @@ QUEUING_LATENCY = ":tensorflow:serving:batching_session:queuing_latency"
 LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
 LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
 
+#: Label sets kept per metric; later ones are summed into a series whose labels all read
+#: OVERFLOW_LABEL (a few models x versions x APIs x codes stay far below this).
+MAX_SERIES_PER_METRIC = 1000
+OVERFLOW_LABEL = "__overflow__"
 #: The text format generate_latest writes (what TF Serving serves, and every Prometheus reads).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The op name TF Serving's batching metrics carry; our batcher is not a graph op.
@@ -108,10 +112,19 @@ class _Family:
     limits: tuple[float, ...] = ()
     values: dict[tuple[str, ...], float | _Histogram] = field(default_factory=dict)
 
+    def _key(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        # Clients choose model names in URLs; a scan of random names must not grow the
+        # exposition without bound, so series beyond the cap share one overflow series.
+        if labels in self.values or len(self.values) < MAX_SERIES_PER_METRIC:
+            return labels
+        return (OVERFLOW_LABEL,) * len(labels)
+
     def add(self, labels: tuple[str, ...], amount: float) -> None:
+        labels = self._key(labels)
         self.values[labels] = self.values.get(labels, 0) + amount  # type: ignore[operator]
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
+        labels = self._key(labels)
         histogram = self.values.get(labels)
         if histogram is None:
             histogram = self.values[labels] = _Histogram(self.limits)

@@ -152,6 +152,23 @@ def test_recording_is_thread_safe() -> None:
     assert metrics.value(m.REQUEST_LATENCY, labels) == 16000
 
 
+def test_label_sets_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(m, "MAX_SERIES_PER_METRIC", 3)
+    metrics = ServerMetrics(process_metrics=False)
+    for i in range(10):
+        metrics.record_request(f"scan-{i}", None, "Predict", "REST", "NOT_FOUND", 0.001)
+    metrics.record_request("scan-0", None, "Predict", "REST", "NOT_FOUND", 0.001)
+    samples = exposition(metrics)
+    series = {k: v for k, v in samples.items() if k[0] == m.REQUEST_COUNT}
+    assert len(series) == 4
+    overflow = dict.fromkeys(
+        ("model_name", "version", "API", "entrypoint", "status"), m.OVERFLOW_LABEL
+    )
+    assert sample(samples, m.REQUEST_COUNT, **overflow) == 7
+    first = {"model_name": "scan-0", "version": "", "API": "Predict", "entrypoint": "REST"}
+    assert sample(samples, m.REQUEST_COUNT, **first, status="NOT_FOUND") == 2
+
+
 def test_process_metrics_are_included_by_default() -> None:
     text = ServerMetrics().exposition()[0].decode()
     assert "process_cpu_seconds_total" in text
