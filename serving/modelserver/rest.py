@@ -332,7 +332,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
-        response = self.server.api.handle(self.command, self.path, body)
+        try:
+            response = self.server.api.handle(self.command, self.path, body)
+        except Exception:  # RestApi maps every expected failure; this is a bug: log, say 500
+            logger.exception("REST %s %s failed", self.command, self.path)
+            response = error_response(500, "Internal error; see server log")
         self._write(response, head=head)
 
     def _read_body(self) -> bytes | None:

@@ -463,6 +463,22 @@ def test_metrics_path_is_404_when_monitoring_is_off() -> None:
         server.shutdown()
 
 
+def test_failing_metrics_exposition_is_a_json_500() -> None:
+    class BrokenMetrics(ServerMetrics):
+        def exposition(self) -> tuple[bytes, str]:
+            raise RuntimeError("secret")
+
+    server = make_rest_server(FakeDataPlane(), BrokenMetrics(), "127.0.0.1", 0, MONITORING_PATH)
+    _start(server)
+    try:
+        status, _, data = call(server, "GET", MONITORING_PATH)
+        assert status == 500
+        assert "secret" not in json.loads(data)["error"]
+        assert call(server, "GET", "/v1/models/housing")[0] == 200
+    finally:
+        server.shutdown()
+
+
 def test_shutdown_without_serving_does_not_hang() -> None:
     server = make_rest_server(FakeDataPlane(), None, "127.0.0.1", 0)
     server.shutdown()
