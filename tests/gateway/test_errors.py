@@ -16,6 +16,7 @@ from PIL import Image
 
 from serving.gateway import GatewayConfig, create_app
 from tests.helpers.modelserver_process import free_port
+from tests.shared.test_images import png_header_only
 
 from .conftest import MAX_BODY_BYTES, MAX_INSTANCES
 from .fake_modelserver import FakeModelServer
@@ -46,9 +47,7 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def _bomb() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("1", (10_000, 10_000)).save(buffer, format="PNG")  # 100 Mpx in a few KB
-    return buffer.getvalue()
+    return png_header_only(10_000, 10_000)  # declares 100 Mpx, holds nothing
 
 
 def _assert_error(reply, status: int, code: str, *fragments: str) -> dict:
