@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_short_headless_run_reports_every_user_class(live_stack, tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "tests.load.run", "--target", "all", "--users", "4",
-        "--spawn-rate", "4", "--duration", "4s", "--stop-timeout", "2", "--start-stack", "never",
+        "--spawn-rate", "4", "--duration", "3s", "--stop-timeout", "1", "--start-stack", "never",
         "--gateway-url", live_stack.gateway_url, "--grpc", live_stack.grpc_target,
         "--reports-dir", str(tmp_path),
     ]  # fmt: skip
