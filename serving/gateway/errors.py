@@ -93,7 +93,9 @@ def register_error_handlers(app: Flask, *, retry_after: int, max_body_bytes: int
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Response:
         return error_response(
-            413, "payload_too_large", f"request body is larger than {max_body_bytes} bytes"
+            413,
+            "payload_too_large",
+            f"request body is larger than {max_body_bytes} bytes or has too many form parts",
         )
 
     @app.errorhandler(HTTPException)

@@ -80,4 +80,7 @@ def metrics_endpoint() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return json_response(openapi_document(state().config))
+    gw = state()
+    return json_response(
+        openapi_document(gw.config, gw.catalog.card(gw.config.housing_model, None))
+    )

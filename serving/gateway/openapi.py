@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from serving.gateway.catalog import CardInfo
 from serving.gateway.config import GatewayConfig
 
 _REF = "#/components/schemas/"
@@ -39,7 +40,8 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
-HOUSING_FEATURE_NAMES = (
+#: Used only when the gateway has no housing model card; otherwise the card's feature names.
+DEFAULT_HOUSING_FEATURES = (
     "MedInc",
     "HouseAge",
     "AveRooms",
@@ -48,7 +50,7 @@ HOUSING_FEATURE_NAMES = (
     "AveOccup",
     "Latitude",
     "Longitude",
-)  # fmt: skip  -- the documented example order; the gateway itself reads the model card
+)
 _PIXEL = {"type": "integer", "minimum": 0, "maximum": 255}
 _VERSION = {"type": "integer", "minimum": 1}
 _LABEL = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$", "examples": ["stable", "canary"]}
@@ -56,6 +58,7 @@ _TOP_K = {"type": "integer", "minimum": 1, "maximum": 10}
 _INVERT = {"type": "string", "enum": ["auto", "always", "never"]}
 _RETURN_IMAGE = {"type": "boolean", "default": False}
 _BACKEND_ERRORS = {
+    "500": _error("Unexpected error, logged by the gateway (internal; model_card_missing)."),
     "502": _error("The model server answered something unusable (backend_error)."),
     "503": _error(
         "The model server is unreachable or overloaded (backend_unavailable); see Retry-After."
@@ -64,7 +67,9 @@ _BACKEND_ERRORS = {
 }
 
 
-def _schemas(max_instances: int) -> dict[str, Any]:
+def _schemas(
+    max_instances: int, features: tuple[str, ...], widths: tuple[int, int]
+) -> dict[str, Any]:
     class_score = {
         "type": "object",
         "required": ["class_id", "class_name", "probability"],
@@ -186,8 +191,8 @@ def _schemas(max_instances: int) -> dict[str, Any]:
         "HousingFeatures": {
             "type": "object",
             "additionalProperties": False,
-            "required": list(HOUSING_FEATURE_NAMES),
-            "properties": {name: {"type": "number"} for name in HOUSING_FEATURE_NAMES},
+            "required": list(features),
+            "properties": {name: {"type": "number"} for name in features},
         },
         "HousingInputs": {
             "type": "object",
@@ -197,14 +202,14 @@ def _schemas(max_instances: int) -> dict[str, Any]:
                 "wide": {
                     "type": "array",
                     "items": {"type": "number"},
-                    "minItems": 5,
-                    "maxItems": 5,
+                    "minItems": widths[0],
+                    "maxItems": widths[0],
                 },
                 "deep": {
                     "type": "array",
                     "items": {"type": "number"},
-                    "minItems": 6,
-                    "maxItems": 6,
+                    "minItems": widths[1],
+                    "maxItems": widths[1],
                 },
             },
         },
@@ -305,7 +310,9 @@ def _schemas(max_instances: int) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def _document(max_instances: int, max_body_bytes: int) -> dict[str, Any]:
+def _document(
+    max_instances: int, max_body_bytes: int, features: tuple[str, ...], widths: tuple[int, int]
+) -> dict[str, Any]:
     selection = [
         _query("version", "Ask for this model version.", _VERSION),
         _query("version_label", "Ask for the version with this label.", _LABEL),
@@ -430,9 +437,18 @@ def _document(max_instances: int, max_body_bytes: int) -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": _schemas(max_instances)},
+        "components": {"schemas": _schemas(max_instances, features, widths)},
     }
 
 
-def openapi_document(config: GatewayConfig) -> dict[str, Any]:
-    return _document(config.max_instances, config.max_body_bytes)
+def openapi_document(config: GatewayConfig, housing_card: CardInfo | None = None) -> dict[str, Any]:
+    """The document for this configuration; housing feature names and input widths come from
+    the housing model card when the gateway has one."""
+    features, widths = DEFAULT_HOUSING_FEATURES, (5, 6)
+    if housing_card is not None and housing_card.input_features:
+        inputs = housing_card.input_features
+        features = housing_card.feature_names or tuple(
+            dict.fromkeys(f for names in inputs.values() for f in names)
+        )
+        widths = (len(inputs.get("wide", ())), len(inputs.get("deep", ())))
+    return _document(config.max_instances, config.max_body_bytes, tuple(features), widths)
