@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -448,6 +449,15 @@ class RestServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up are routine (load generators do it by the thousand): no trace
+        on stderr for them; anything else is logged once, through logging."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            logger.debug("REST client %s went away: %s", client_address, error)
+            return
+        logger.error("REST connection from %s failed", client_address, exc_info=error)
 
     @property
     def port(self) -> int:

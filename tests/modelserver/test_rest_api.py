@@ -9,7 +9,9 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -477,6 +479,21 @@ def test_failing_metrics_exposition_is_a_json_500() -> None:
         assert call(server, "GET", "/v1/models/housing")[0] == 200
     finally:
         server.shutdown()
+
+
+def test_client_resets_leave_no_trace_on_stderr(
+    server: RestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"GET /v1/models/housing HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        # SO_LINGER 0: close with a RST, as load generators do at the end of a run.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    assert call(server, "GET", "/v1/models/housing")[0] == 200  # the server is unharmed
+    time.sleep(0.2)  # let the handler threads see the resets before reading stderr
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_shutdown_without_serving_does_not_hang() -> None:
