@@ -161,6 +161,8 @@ def cmd_metadata(args: argparse.Namespace) -> None:
     spec = meta.get("model_spec", {})
     print(f"model {spec.get('name', args.model)}, version {spec.get('version')}")
     for name, signature in sorted(meta.get("signature_def", {}).items()):
+        if name.startswith("__"):
+            continue  # internal ones such as __saved_model_init_op (kept in --json)
         print(f"signature {name} ({signature.get('method_name', '')})")
         rows = []
         for kind in ("inputs", "outputs"):
