@@ -446,6 +446,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             result.server_cpu, result.wall_seconds
         ),
         "whole machine busy": f"{result.machine_busy:.0%} of {cores} cores",
+        # What neither side used: other processes competing for the same cores during the run.
+        "everything else on the machine": _cpu_line(
+            max(
+                0.0,
+                result.machine_busy * cores * result.wall_seconds
+                - result.client_cpu
+                - (result.server_cpu or 0.0),
+            ),
+            result.wall_seconds,
+        ),
         "load average (1/5/15 min, at the end)": " / ".join(
             f"{x:.2f}" for x in result.load_average
         ),
