@@ -63,8 +63,11 @@ def chromium_browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def demo_stack(models_root: Path) -> Iterator[tuple[Any, Any]]:
-    """(model server, gateway) on free loopback ports, serving ``models_root``."""
+def demo_stack(chromium_browser: Any, models_root: Path) -> Iterator[tuple[Any, Any]]:
+    """(model server, gateway) on free loopback ports, serving ``models_root``.
+
+    Depends on ``chromium_browser`` so that a missing browser fails (or skips) at once, before
+    pytest spends a minute training the fixture models."""
     from tests.helpers.gateway_process import running_gateway
     from tests.helpers.modelserver_process import running_modelserver
 
