@@ -108,8 +108,8 @@ if [ "${CONTAINER_TEST_FRESH:-0}" = 1 ]; then
     podman system reset --force > /dev/null 2>&1 || true
     mkdir -p "$STATE"/{storage,run,networks,tmp}
 fi
-cleanup_stale() { cleanup; } # a previous run killed with SIGKILL leaves these behind
-cleanup_stale
+cleanup # a previous run killed with SIGKILL leaves containers behind
+mkdir -p "$STATE/tmp"
 
 # --- base image: debootstrap'ed bookworm + python3, when the real base is absent ----------------
 debian_mirror() {
@@ -184,7 +184,8 @@ step "wheelhouse (pip download)" fetch_wheels
 
 # --- images --------------------------------------------------------------------------------------
 build() { # build IMAGE DOCKERFILE TARGET
-    nice -n 10 podman build --layers --quiet \
+    # --format docker: the OCI image format has no HEALTHCHECK, podman would drop it.
+    nice -n 10 podman build --layers --quiet --format docker \
         --ignorefile "$ROOT/docker/context.dockerignore" \
         --file "$ROOT/docker/$2" --target "$3" \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" \
@@ -281,6 +282,21 @@ start_modelserver() {
     wait_healthy "$PREFIX-modelserver" 180
 }
 step "modelserver healthy" start_modelserver
+
+# compose.yaml's model-status health check (bash /dev/tcp, for TF Serving's curl-less image),
+# run exactly as compose would, against the model server speaking TF Serving's REST API.
+compose_healthcheck() {
+    local cmd
+    cmd="$("$ROOT/.venv/bin/docker-compose" -f "$ROOT/docker/compose.yaml" --profile local \
+        config --format json | "$HOST_PY" -c '
+import json, sys
+test = json.load(sys.stdin)["services"]["modelserver"]["healthcheck"]["test"]
+assert test[:3] == ["CMD", "bash", "-c"], test
+print(test[3])')" || die "cannot read the health check from docker/compose.yaml"
+    podman exec "$PREFIX-modelserver" bash -c "$cmd" ||
+        die "compose's model-status health check fails against a healthy model server"
+}
+step "compose health check" compose_healthcheck
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -83,4 +83,6 @@ CMD ["--model_config_file", "/etc/fashion-serving/models.config", \
      "--models_root", "/models", \
      "--port", "8500", "--rest_api_port", "8501", \
      "--enable_batching", "--batching_parameters_file", "/etc/fashion-serving/batching.config", \
-     "--monitoring_config_file", "/etc/fashion-serving/monitoring.config"]
+     "--monitoring_config_file", "/etc/fashion-serving/monitoring.config", \
+     "--allow_version_labels_for_unavailable_models", \
+     "--model_config_file_poll_wait_seconds", "60"]
