@@ -52,7 +52,7 @@ def predict_fashion() -> Response:
         params = parse_params(_query(), document)
         instances = document["instances"]
         check_count(len(instances), config.max_instances)
-        images = images_from_json(instances, body, params, config.max_image_pixels)
+        images = images_from_json(document, body, params, config.max_image_pixels)
     elif mimetype == "multipart/form-data":
         params, images = _images_from_multipart(config.max_instances, config.max_image_pixels)
     elif mimetype in IMAGE_TYPES:
