@@ -51,7 +51,7 @@ def _text(value: Any) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    batch = _image_batch(args)
+    batch = inputs.image_batch(args)
     class_ids: list[int] = []
     class_names: list[str] = []
     probabilities: list[list[float]] = []
@@ -82,41 +82,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
             class_names=class_names,
             probabilities=probabilities,
             true_ids=None if batch.true_labels is None else batch.true_labels.tolist(),
-            true_names=_true_names(batch),
+            true_names=inputs.true_names(batch),
         ),
         as_json=args.json,
     )
 
 
-def _image_batch(args: argparse.Namespace) -> inputs.ImageBatch:
-    if args.test_images is not None:
-        if args.images:
-            raise ClientError("give IMAGE files or --test-images N, not both", EXIT_USAGE)
-        return inputs.sample_test_images(args.test_images, seed=args.seed, data_dir=args.data_dir)
-    if not args.images:
-        raise ClientError("nothing to predict: give IMAGE files or --test-images N", EXIT_USAGE)
-    return inputs.load_image_files(args.images, invert=args.invert)
-
-
-def _true_names(batch: inputs.ImageBatch) -> list[str] | None:
-    if batch.true_labels is None:
-        return None
-    from training.data.fashion_mnist import CLASS_NAMES
-
-    return [CLASS_NAMES[int(i)] for i in batch.true_labels]
-
-
-def feature_rows(args: argparse.Namespace) -> list[dict[str, float]]:
-    """Rows of named features from ``--features`` or ``--csv`` (names checked later)."""
-    if (args.features is None) == (args.csv is None):
-        raise ClientError("give exactly one of --features NAME=VALUE,... or --csv FILE", EXIT_USAGE)
-    if args.features is not None:
-        return [inputs.parse_feature_string(args.features)]
-    return inputs.read_feature_csv(args.csv)
-
-
 def cmd_housing(args: argparse.Namespace) -> None:
-    rows = feature_rows(args)
+    rows = inputs.feature_rows(args)
     with connected(args) as client:
         if args.model_card:
             card = card_from_path(args.model_card)

@@ -14,9 +14,8 @@ from urllib.parse import urlencode, urlsplit
 
 import urllib3
 
-from client import output
+from client import inputs, output
 from client.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE, ClientError
-from client.grpc_commands import _image_batch, _true_names, feature_rows
 
 PREDICT_PATH = "/predict"
 HOUSING_PATH = "/predict/housing"
@@ -110,7 +109,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             answers.append(gateway.post(PREDICT_PATH, query, fields=fields))
     else:
         # Converted here with the gateway's own codec; pixels are then taken as sent.
-        batch = _image_batch(args)
+        batch = inputs.image_batch(args)
         sources = batch.sources
         for start in range(0, len(batch.images), args.batch_size):
             chunk = batch.images[start : start + args.batch_size]
@@ -138,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         )
     if batch is not None and batch.true_labels is not None:
         result.true_ids = batch.true_labels.tolist()
-        result.true_names = _true_names(batch)
+        result.true_names = inputs.true_names(batch)
     output.show_image_predictions(result, as_json=args.json)
 
 
@@ -169,7 +168,7 @@ def _predictions(answer: dict[str, Any]) -> list[dict[str, Any]]:
 
 def cmd_housing(args: argparse.Namespace) -> None:
     gateway = Gateway(args.url, args.timeout)
-    rows = feature_rows(args)  # syntax checked here; feature names checked by the gateway
+    rows = inputs.feature_rows(args)  # syntax checked here; feature names checked by the gateway
     query = _selector(args)
     result = output.HousingPredictions(model="housing", version=None, rows=rows, main=[], aux=[])
     for start in range(0, len(rows), args.batch_size):

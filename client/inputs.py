@@ -6,6 +6,7 @@ gives the same tensor whichever way it is sent.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
@@ -146,3 +147,31 @@ def read_feature_csv(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     if not rows:
         raise ClientError(f"{path}: no data rows after the header", EXIT_USAGE)
     return rows
+
+
+def image_batch(args: argparse.Namespace) -> ImageBatch:
+    """The images of a predict command: IMAGE files or --test-images N."""
+    if args.test_images is not None:
+        if args.images:
+            raise ClientError("give IMAGE files or --test-images N, not both", EXIT_USAGE)
+        return sample_test_images(args.test_images, seed=args.seed, data_dir=args.data_dir)
+    if not args.images:
+        raise ClientError("nothing to predict: give IMAGE files or --test-images N", EXIT_USAGE)
+    return load_image_files(args.images, invert=args.invert)
+
+
+def true_names(batch: ImageBatch) -> list[str] | None:
+    if batch.true_labels is None:
+        return None
+    from training.data.fashion_mnist import CLASS_NAMES
+
+    return [CLASS_NAMES[int(i)] for i in batch.true_labels]
+
+
+def feature_rows(args: argparse.Namespace) -> list[dict[str, float]]:
+    """Rows of named features from ``--features`` or ``--csv`` (names checked later)."""
+    if (args.features is None) == (args.csv is None):
+        raise ClientError("give exactly one of --features NAME=VALUE,... or --csv FILE", EXIT_USAGE)
+    if args.features is not None:
+        return [parse_feature_string(args.features)]
+    return read_feature_csv(args.csv)
