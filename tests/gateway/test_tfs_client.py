@@ -140,3 +140,24 @@ def test_client_module_does_not_import_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_server_that_never_completes_the_handshake_is_unavailable():
+    # A listening socket nobody accepts from: TCP connects, HTTP/2 never starts. gRPC reports
+    # the failed connection attempt as UNAVAILABLE (not DEADLINE_EXCEEDED): 503, not 504.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        target = f"127.0.0.1:{sock.getsockname()[1]}"
+        with (
+            TFServingClient(target, timeout=0.5) as tfs,
+            pytest.raises(BackendUnavailable, match="unavailable"),
+        ):
+            tfs.predict("fashion_mnist", {"images": _images(1)})
+
+
+def test_slow_answer_on_a_live_connection_stays_deadline_exceeded(client, fake):
+    client.status("housing")  # connection READY
+    fake.behaviour.delay = 0.5
+    with pytest.raises(DeadlineExceeded):
+        client.status("housing", timeout=0.1)
