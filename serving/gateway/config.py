@@ -7,11 +7,16 @@ by gunicorn.conf.py, not here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from serving.codecs.images import MAX_IMAGE_PIXELS
+
+#: Shortest API key accepted: shorter keys are guessable (e.g. `openssl rand -hex 32` gives 64).
+MIN_API_KEY_LENGTH = 16
+_KEY_CHARS = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII, no space, no comma
 
 
 class ConfigError(ValueError):
@@ -44,6 +49,12 @@ class GatewayConfig:
     housing_model: str = "housing"
     #: Seconds a client is told to wait (Retry-After) when the model server is unavailable.
     retry_after_seconds: int = 1
+    #: Predictions one worker serves at once; more get 503 ``overloaded`` (0: no cap).
+    max_inflight: int = 0
+    #: API keys (GATEWAY_API_KEYS, comma-separated); empty: authentication off. Never printed.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Whether GET /metrics also needs a key (when keys are on).
+    metrics_require_key: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -70,6 +81,9 @@ class GatewayConfig:
             retry_after_seconds=reader.integer(
                 "GATEWAY_RETRY_AFTER_SECONDS", cls.retry_after_seconds, minimum=0
             ),
+            max_inflight=reader.integer("GATEWAY_MAX_INFLIGHT", cls.max_inflight, minimum=0),
+            api_keys=reader.api_keys("GATEWAY_API_KEYS"),
+            metrics_require_key=reader.flag("GATEWAY_METRICS_REQUIRE_KEY", cls.metrics_require_key),
         )
         return config
 
@@ -78,6 +92,8 @@ class GatewayConfig:
         out: dict[str, object] = {}
         for item in fields(self):
             value = getattr(self, item.name)
+            if item.name == "api_keys":  # secrets: only how many
+                value = f"<{len(value)} keys>" if value else "<off>"
             out[item.name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -116,6 +132,30 @@ class _Reader:
         if not value >= minimum or value == float("inf"):
             raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
         return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+    def api_keys(self, name: str) -> tuple[str, ...]:
+        keys = self.names(name, ())
+        for index, key in enumerate(keys):
+            # The value itself is never echoed: only its position and what is wrong.
+            if len(key) < MIN_API_KEY_LENGTH:
+                raise ConfigError(
+                    f"{name}: key {index + 1} is shorter than {MIN_API_KEY_LENGTH} characters"
+                )
+            if not _KEY_CHARS.fullmatch(key):
+                raise ConfigError(
+                    f"{name}: key {index + 1} must be printable ASCII without spaces or commas"
+                )
+        return keys
 
     def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self._raw(name)

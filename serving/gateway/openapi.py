@@ -11,6 +11,7 @@ from typing import Any
 
 from serving.gateway.catalog import CardInfo
 from serving.gateway.config import GatewayConfig
+from serving.gateway.security import document_security
 
 _REF = "#/components/schemas/"
 
@@ -311,7 +312,12 @@ def _schemas(
 
 @lru_cache(maxsize=4)
 def _document(
-    max_instances: int, max_body_bytes: int, features: tuple[str, ...], widths: tuple[int, int]
+    max_instances: int,
+    max_body_bytes: int,
+    features: tuple[str, ...],
+    widths: tuple[int, int],
+    auth: bool = False,
+    metrics_require_key: bool = False,
 ) -> dict[str, Any]:
     selection = [
         _query("version", "Ask for this model version.", _VERSION),
@@ -340,7 +346,7 @@ def _document(
         **_BACKEND_ERRORS,
     }
     binary = {"schema": {"type": "string", "format": "binary"}}
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "fashion-serving gateway",
@@ -439,6 +445,8 @@ def _document(
         },
         "components": {"schemas": _schemas(max_instances, features, widths)},
     }
+    # API keys (serving/gateway/security.py): securitySchemes and 401/403 when they are on.
+    return document_security(document, auth=auth, metrics_require_key=metrics_require_key)
 
 
 def openapi_document(config: GatewayConfig, housing_card: CardInfo | None = None) -> dict[str, Any]:
@@ -451,4 +459,11 @@ def openapi_document(config: GatewayConfig, housing_card: CardInfo | None = None
             dict.fromkeys(f for names in inputs.values() for f in names)
         )
         widths = (len(inputs.get("wide", ())), len(inputs.get("deep", ())))
-    return _document(config.max_instances, config.max_body_bytes, tuple(features), widths)
+    return _document(
+        config.max_instances,
+        config.max_body_bytes,
+        tuple(features),
+        widths,
+        bool(config.api_keys),
+        config.metrics_require_key,
+    )
