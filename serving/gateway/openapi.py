@@ -54,7 +54,7 @@ DEFAULT_HOUSING_FEATURES = (
 )
 _PIXEL = {"type": "integer", "minimum": 0, "maximum": 255}
 _VERSION = {"type": "integer", "minimum": 1}
-_LABEL = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$", "examples": ["stable", "canary"]}
+_LABEL = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "examples": ["stable", "canary"]}
 _TOP_K = {"type": "integer", "minimum": 1, "maximum": 10}
 _INVERT = {"type": "string", "enum": ["auto", "always", "never"]}
 _RETURN_IMAGE = {"type": "boolean", "default": False}

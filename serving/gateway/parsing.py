@@ -31,7 +31,9 @@ PARAMETERS = ("top_k", "version", "version_label", "invert", "return_image")
 HOUSING_PARAMETERS = ("version", "version_label")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp")
 IMAGE_TYPES += ("image/tiff", "application/octet-stream")
-_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# No dots or slashes: a label can never look like a path ("..", "a/b"); checked before any
+# backend call.
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,8 @@ def _label(value: Any) -> str | None:
         raise ApiError(
             400,
             "invalid_parameter",
-            f"version_label must be a label such as 'stable' or 'canary', got {_json_kind(value)}",
+            "version_label must be 1..64 letters, digits, '_' or '-' (e.g. 'stable', 'canary'), "
+            f"got {_json_kind(value)}",
         )
     return value
 
