@@ -141,21 +141,25 @@ def fashion_test_images() -> tuple[np.ndarray, np.ndarray]:
 class LiveStack:
     """A running model server and gateway over ``models_root`` (see ``live_stack``)."""
 
-    def __init__(self, grpc_target: str, gateway_url: str, models_root: Path) -> None:
+    def __init__(
+        self, grpc_target: str, gateway_url: str, models_root: Path, rest_url: str = ""
+    ) -> None:
         self.grpc_target = grpc_target
         self.gateway_url = gateway_url
         self.models_root = models_root
+        self.rest_url = rest_url  # the model server's REST API (tests/security)
 
 
 @pytest.fixture(scope="session")
 def live_stack(models_root: Path):
     """One model server + gateway for the whole session (client tests, the short load test,
-    ...): ``.grpc_target`` ("127.0.0.1:port"), ``.gateway_url``, ``.models_root``. Reuse it
-    instead of starting another stack; treat it as read-only (don't reload or stop models)."""
+    ...): ``.grpc_target`` ("127.0.0.1:port"), ``.gateway_url``, ``.models_root``, ``.rest_url``
+    (model server REST). Reuse it instead of starting another stack; treat it as read-only
+    (don't reload or stop models)."""
     from tests.helpers import gateway_process, modelserver_process
 
     with (
         modelserver_process.running_modelserver(models_root) as server,
         gateway_process.running_gateway(server.grpc_target, models_root) as gateway,
     ):
-        yield LiveStack(server.grpc_target, gateway.url, models_root)
+        yield LiveStack(server.grpc_target, gateway.url, models_root, server.rest_url)
