@@ -18,9 +18,12 @@
 
   // fetch + JSON; a non-2xx answer becomes a GatewayError carrying the gateway's own message.
   async function callGateway(url, init) {
+    const key = $("#api-key").value.trim();
+    const headers = new Headers(init.headers || {});
+    if (key) headers.set("X-API-Key", key);
     let response;
     try {
-      response = await fetch(url, init);
+      response = await fetch(url, { ...init, headers });
     } catch (err) {
       throw new GatewayError(`cannot reach the gateway (${err.message})`, 0, "network");
     }
