@@ -79,28 +79,32 @@ def _wait_for(http: Http, path: str, status: int, timeout: float = 60.0):
 
 @pytest.mark.slow
 def test_readiness_follows_the_model_server(gateway_models):
-    """A separate model server: stop it -> /readyz 503 with the reason; restart -> 200."""
+    """A separate model server on a port the gateway already targets: not there -> 503 with the
+    reason; it comes up -> 200 (the channel reconnects); it stops -> 503 again."""
     port = free_port()
-    process = _start_modelserver(gateway_models, port)
-    try:
-        with running_gateway(f"127.0.0.1:{port}", gateway_models, workers=1) as gateway:
-            http = Http(gateway.url)
-            assert _wait_for(http, "/readyz", 200).status == 200
-            stop_modelserver(process)
-            reply = _wait_for(http, "/readyz", 503)
+    process = None
+    with running_gateway(f"127.0.0.1:{port}", gateway_models, workers=1) as gateway:
+        http = Http(gateway.url)
+        try:
+            reply = http.get("/readyz")
             assert reply.status == 503
             assert reply.json["error"]["code"] == "not_ready"
             assert f"127.0.0.1:{port}" in reply.json["error"]["message"]
             assert "Retry-After" in reply.headers
-            predict = http.post_json("/predict", {"instances": [GOOD]})
-            assert predict.status == 503 and "Retry-After" in predict.headers
             assert http.get("/healthz").status == 200  # alive even without a backend
             process = _start_modelserver(gateway_models, port)
             reply = _wait_for(http, "/readyz", 200)
             assert reply.status == 200, reply.body
             assert http.post_json("/predict", {"instances": [GOOD]}).status == 200
-    finally:
-        stop_modelserver(process)
+            stop_modelserver(process)
+            reply = _wait_for(http, "/readyz", 503)
+            assert reply.status == 503 and reply.json["error"]["code"] == "not_ready"
+            predict = http.post_json("/predict", {"instances": [GOOD]})
+            assert predict.status == 503 and "Retry-After" in predict.headers
+            assert predict.json["error"]["code"] == "backend_unavailable"
+        finally:
+            if process is not None:
+                stop_modelserver(process)
 
 
 def test_readiness_names_a_model_without_versions():
