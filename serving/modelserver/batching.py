@@ -1,19 +1,24 @@
 """Dynamic batching: concurrent Predict calls for one servable+signature become one graph call.
 
 Per-call overhead dominates this model (≈0.2 ms per call, ≈2 µs per extra image), so merging
-is the lever. Unlike TF Serving's scheduler, a batch thread never waits on purpose: when it is
-free it takes everything queued for one signature (up to ``max_batch_size`` rows) and runs it
-at once. Under load, requests pile up while the threads are busy, so batches grow by
-themselves; a lone client pays no fixed delay. ``batch_timeout_micros`` is therefore an upper
-bound that is met trivially, not a wait (docs/modelserver.md).
+is the lever. The batcher has no threads of its own and never waits on purpose
+(leader/follower): a request that finds fewer than ``num_batch_threads`` batches running runs
+one itself, taking everything queued for its signature (up to ``max_batch_size`` rows), its own
+request included. Requests that arrive while all slots are busy queue up; when a leader has
+its own answer it hands its slot to the oldest waiting request, whose thread runs the next
+batch with everything queued meanwhile. A lone client thus pays no hand-off and no fixed
+delay, and under load batches grow by themselves. ``batch_timeout_micros`` is an upper bound
+that is never reached on purpose, not a wait (docs/modelserver.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +38,10 @@ class _Task:
     inputs: dict[str, np.ndarray]
     rows: int
     enqueued: float = field(default_factory=time.perf_counter)
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False  # outputs or error are set
+    promoted: bool = False  # this task's thread was handed a batch slot
+    leading: bool = False  # this task's thread holds a slot (never promote it again)
     outputs: dict[str, np.ndarray] | None = None
     error: ModelServerError | None = None
 
@@ -46,23 +54,34 @@ class _Queue:
     rows: int = 0
 
 
+def _run_batch(signature: Signature, batch_inputs: list[dict[str, np.ndarray]]) -> list[dict]:
+    """One graph call for several requests' inputs; returns each request's output rows."""
+    if len(batch_inputs) == 1:
+        return [signature.run(batch_inputs[0])]
+    merged = {
+        name: np.concatenate([inputs[name] for inputs in batch_inputs]) for name in signature.inputs
+    }
+    outputs = signature.run(merged)
+    results, start = [], 0
+    for inputs in batch_inputs:
+        end = start + len(next(iter(inputs.values())))
+        results.append({name: value[start:end] for name, value in outputs.items()})
+        start = end
+    return results
+
+
 class Batcher:
-    """Shared by all models; ``run`` blocks the calling (gRPC/REST handler) thread."""
+    """For threaded callers (REST): ``run`` blocks the calling handler thread."""
 
     def __init__(self, config: BatchingConfig, metrics: Any = None) -> None:
         self._config = config
         self._metrics = metrics
         self._max_queued_rows = config.max_batch_size * config.max_enqueued_batches
         self._queues: dict[tuple[int, str], _Queue] = {}
-        self._ready: deque[_Queue] = deque()  # queues with work, oldest first
-        self._cond = threading.Condition()
+        self._ready: deque[_Queue] = deque()  # queues with waiting tasks, oldest first
+        self._lock = threading.Lock()
+        self._slots = config.num_batch_threads  # batches that may run at once
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-            for i in range(config.num_batch_threads)
-        ]
-        for thread in self._threads:
-            thread.start()
 
     def run(
         self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray], rows: int
@@ -74,7 +93,7 @@ class Batcher:
             return signature.run(inputs)
         task = _Task(inputs, rows)
         key = (id(servable), signature.name)
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 raise Unavailable("the model server is shutting down")
             queue = self._queues.get(key)
@@ -86,19 +105,62 @@ class Batcher:
                 self._ready.append(queue)
             queue.tasks.append(task)
             queue.rows += rows
-            self._cond.notify()
-        task.done.wait()
+            lead = self._slots > 0
+            if lead:
+                self._slots -= 1
+                task.leading = True
+        if not lead:
+            lead = self._wait(task)
+        if lead:
+            self._lead(task)
         if task.error is not None:
             raise task.error
         assert task.outputs is not None
         return task.outputs
 
-    def _take(self) -> tuple[_Queue, list[_Task]] | None:
-        """Under the lock: the next batch (oldest queue first), or None when stopping and empty."""
-        while not self._ready:
-            if self._stopping:
-                return None
-            self._cond.wait()
+    def _wait(self, task: _Task) -> bool:
+        """Wait for the answer or for a slot; True when this thread must lead.
+
+        ``finished``/``promoted`` and the event change only under the lock, so checking them
+        and clearing the event cannot lose a wake-up.
+        """
+        while True:
+            task.wake.wait()
+            with self._lock:
+                if task.promoted:
+                    task.promoted = False
+                    task.leading = True
+                    if not task.finished:
+                        task.wake.clear()
+                    return True
+                if task.finished:
+                    return False
+                task.wake.clear()
+
+    def _lead(self, task: _Task) -> None:
+        """Run batches (oldest queue first) until ``task`` is answered, then pass the slot on."""
+        while True:
+            with self._lock:
+                if task.finished or not self._ready:
+                    self._hand_over()
+                    break
+                queue, batch = self._take()
+            self._execute(queue, batch)
+        # Not finished: another leader is running the batch holding our task right now.
+        task.wake.wait()
+
+    def _hand_over(self) -> None:
+        """Under the lock: give our slot to the oldest waiting task, or free it."""
+        for queue in self._ready:
+            for waiting in queue.tasks:
+                if not waiting.leading and not waiting.promoted:
+                    waiting.promoted = True
+                    waiting.wake.set()
+                    return
+        self._slots += 1
+
+    def _take(self) -> tuple[_Queue, list[_Task]]:
+        """Under the lock: the next batch from the oldest ready queue."""
         queue = self._ready.popleft()
         batch, rows = [], 0
         limit = self._config.max_batch_size
@@ -109,60 +171,143 @@ class Batcher:
         queue.rows -= rows
         if queue.tasks:
             self._ready.append(queue)  # the rest waits its turn behind other signatures
-        elif self._queues.get((id(queue.servable), queue.signature.name)) is queue:
-            # Drop empty queues so an unloaded servable is not kept alive by its queue.
-            del self._queues[(id(queue.servable), queue.signature.name)]
+        else:
+            key = (id(queue.servable), queue.signature.name)
+            if self._queues.get(key) is queue:
+                # Drop empty queues so an unloaded servable is not kept alive by its queue.
+                del self._queues[key]
         return queue, batch
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                taken = self._take()
-            if taken is None:
-                return
-            queue, batch = taken
-            self._execute(queue, batch)
 
     def _execute(self, queue: _Queue, batch: list[_Task]) -> None:
         started = time.perf_counter()
         try:
-            if len(batch) == 1:
-                batch[0].outputs = queue.signature.run(batch[0].inputs)
-            else:
-                merged = {
-                    name: np.concatenate([task.inputs[name] for task in batch])
-                    for name in queue.signature.inputs
-                }
-                outputs = queue.signature.run(merged)
-                start = 0
-                for task in batch:
-                    end = start + task.rows
-                    task.outputs = {name: value[start:end] for name, value in outputs.items()}
-                    start = end
+            results = _run_batch(queue.signature, [task.inputs for task in batch])
+            for task, outputs in zip(batch, results, strict=True):
+                task.outputs = outputs
             if self._metrics is not None:
-                self._record(queue.servable, batch, started)
+                _record(self._metrics, queue.servable, batch, started)
         except Exception as exc:  # the graph failed: fail every request of the batch
             log.exception("batched run of %r failed", queue.servable)
             error = Internal(f"batched run of model '{queue.servable.name}' failed: {exc}")
             for task in batch:
                 task.error = error
         finally:
-            for task in batch:
-                task.done.set()
-
-    def _record(self, servable: Servable, batch: list[_Task], started: float) -> None:
-        metrics = self._metrics
-        metrics.record_runtime(
-            servable.name, servable.version, "predict", time.perf_counter() - started
-        )
-        metrics.record_batch(servable.name, servable.version, sum(t.rows for t in batch))
-        for task in batch:
-            metrics.record_queuing(servable.name, started - task.enqueued)
+            with self._lock:
+                for task in batch:
+                    task.finished = True
+                    task.wake.set()
 
     def stop(self) -> None:
-        """Finish every queued request, then stop the batch threads."""
-        with self._cond:
+        """Refuse new requests; queued ones are still run by their leaders."""
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=30)
+
+
+def _record(metrics: Any, servable: Servable, batch: list[Any], started: float) -> None:
+    metrics.record_runtime(
+        servable.name, servable.version, "predict", time.perf_counter() - started
+    )
+    metrics.record_batch(servable.name, servable.version, sum(t.rows for t in batch))
+    for task in batch:
+        metrics.record_queuing(servable.name, started - task.enqueued)
+
+
+@dataclass(eq=False)
+class _AsyncTask:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class AsyncBatcher:
+    """For the asyncio gRPC server: everything but the graph call runs on the event loop.
+
+    Requests wait as futures (no thread each); up to ``num_batch_threads`` drain tasks take
+    everything queued for one signature as soon as they are free and run it in ``executor``,
+    while the loop keeps parsing requests, so batches grow under load without a fixed wait.
+    Use from the loop thread only.
+    """
+
+    def __init__(self, config: BatchingConfig, executor: Executor, metrics: Any = None) -> None:
+        self._config = config
+        self._executor = executor
+        self._metrics = metrics
+        self._max_queued_rows = config.max_batch_size * config.max_enqueued_batches
+        self._queues: dict[tuple[int, str], _Queue] = {}
+        self._ready: deque[_Queue] = deque()
+        self._drains = 0
+        self._drain_tasks: set[asyncio.Task] = set()
+        self._stopping = False
+
+    async def run(
+        self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray], rows: int
+    ) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        if rows <= 0 or rows > self._config.max_batch_size:
+            return await loop.run_in_executor(self._executor, signature.run, inputs)
+        if self._stopping:
+            raise Unavailable("the model server is shutting down")
+        key = (id(servable), signature.name)
+        queue = self._queues.get(key)
+        if queue is None or queue.servable is not servable:
+            queue = self._queues[key] = _Queue(servable, signature)
+        if queue.rows + rows > self._max_queued_rows:
+            raise Unavailable(QUEUE_FULL)
+        task = _AsyncTask(inputs, rows, loop.create_future())
+        if not queue.tasks:
+            self._ready.append(queue)
+        queue.tasks.append(task)  # type: ignore[arg-type]
+        queue.rows += rows
+        if self._drains < self._config.num_batch_threads:
+            self._drains += 1
+            drain = loop.create_task(self._drain())
+            self._drain_tasks.add(drain)  # the loop keeps only weak references to tasks
+            drain.add_done_callback(self._drain_tasks.discard)
+        return await task.future
+
+    def _take(self) -> tuple[_Queue, list[_AsyncTask]]:
+        queue = self._ready.popleft()
+        batch: list[_AsyncTask] = []
+        rows, limit = 0, self._config.max_batch_size
+        while queue.tasks and rows + queue.tasks[0].rows <= limit:
+            task: Any = queue.tasks.popleft()
+            batch.append(task)
+            rows += task.rows
+        queue.rows -= rows
+        if queue.tasks:
+            self._ready.append(queue)
+        else:
+            key = (id(queue.servable), queue.signature.name)
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+        return queue, batch
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._ready:
+                queue, batch = self._take()
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(
+                        self._executor, _run_batch, queue.signature, [t.inputs for t in batch]
+                    )
+                except Exception as exc:
+                    log.exception("batched run of %r failed", queue.servable)
+                    error = Internal(f"batched run of model '{queue.servable.name}' failed: {exc}")
+                    for task in batch:
+                        if not task.future.done():
+                            task.future.set_exception(error)
+                    continue
+                for task, outputs in zip(batch, results, strict=True):
+                    if not task.future.done():  # the client may have gone (cancelled)
+                        task.future.set_result(outputs)
+                if self._metrics is not None:
+                    _record(self._metrics, queue.servable, batch, started)
+        finally:
+            self._drains -= 1
+
+    def stop(self) -> None:
+        """Refuse new requests; queued ones still run."""
+        self._stopping = True

@@ -1,14 +1,17 @@
-"""gRPC adapter: TF Serving's PredictionService and ModelService over the data plane.
+"""gRPC adapter (grpc.aio): TF Serving's PredictionService and ModelService over the data plane.
 
+The servicers are coroutines on one asyncio loop: parsing, checks and answers run on the loop,
+graph calls in an executor (or through the async batcher), so no thread is parked per request.
 Only wire translation lives here (TensorProto <-> numpy via ``serving.codecs.tensors``,
 ModelSpec <-> ModelRef); every check is in the data plane, shared with REST.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -75,19 +78,35 @@ class _Call:
         self.model = ""
         self.version: int | None = None
 
+    async def run_async(self, work: Callable[[], Awaitable[Any]], empty: Any) -> Any:
+        try:
+            return self._done(await work(), "OK")
+        except ModelServerError as exc:
+            return self._failed(exc, empty)
+        except Exception as exc:
+            return self._crashed(exc, empty)
+
     def run(self, work: Callable[[], Any], empty: Any) -> Any:
         try:
-            response = work()
-            status = "OK"
+            return self._done(work(), "OK")
         except ModelServerError as exc:
-            self._context.set_code(exc.code)
-            self._context.set_details(exc.message)
-            response, status = empty, exc.code.name
-        except Exception as exc:  # a bug: answer INTERNAL with one line, log the trace
-            log.exception("%s failed", self._api)
-            self._context.set_code(grpc.StatusCode.INTERNAL)
-            self._context.set_details(f"internal error: {type(exc).__name__}: {exc}")
-            response, status = empty, "INTERNAL"
+            return self._failed(exc, empty)
+        except Exception as exc:
+            return self._crashed(exc, empty)
+
+    def _failed(self, exc: ModelServerError, empty: Any) -> Any:
+        self._context.set_code(exc.code)
+        self._context.set_details(exc.message)
+        return self._done(empty, exc.code.name)
+
+    def _crashed(self, exc: Exception, empty: Any) -> Any:
+        # A bug: answer INTERNAL with one line, log the trace.
+        log.error("%s failed", self._api, exc_info=exc)
+        self._context.set_code(grpc.StatusCode.INTERNAL)
+        self._context.set_details(f"internal error: {type(exc).__name__}: {exc}")
+        return self._done(empty, "INTERNAL")
+
+    def _done(self, response: Any, status: str) -> Any:
         if self._metrics is not None:
             self._metrics.record_request(
                 self.model,
@@ -105,11 +124,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._dataplane = dataplane
         self._metrics = metrics
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         call = _Call(self._metrics, "Predict", context)
         call.model = request.model_spec.name
 
-        def work() -> Any:
+        async def work() -> Any:
             ref = model_ref(request.model_spec)
             inputs = {}
             for name, proto in request.inputs.items():
@@ -117,7 +136,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     inputs[name] = tensor_proto_to_ndarray(proto)
                 except CodecError as exc:
                     raise InvalidArgument(f"input '{name}': {exc}") from exc
-            result = self._dataplane.predict(
+            result = await self._dataplane.predict_async(
                 ref, inputs, request.model_spec.signature_name, list(request.output_filter)
             )
             call.version = result.version
@@ -129,9 +148,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 ndarray_to_tensor_proto(array, response.outputs[name])
             return response
 
-        return call.run(work, predict_pb2.PredictResponse())
+        return await call.run_async(work, predict_pb2.PredictResponse())
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         call = _Call(self._metrics, "GetModelMetadata", context)
         call.model = request.model_spec.name
 
@@ -163,17 +182,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return _Call(self._metrics, api, context).run(work, empty)
 
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         from tensorflow_serving.apis import classification_pb2
 
         return self._unimplemented("Classify", context, classification_pb2.ClassificationResponse())
 
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         from tensorflow_serving.apis import regression_pb2
 
         return self._unimplemented("Regress", context, regression_pb2.RegressionResponse())
 
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         from tensorflow_serving.apis import inference_pb2
 
         return self._unimplemented(
@@ -192,7 +211,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._metrics = metrics
         self._reload_config = reload_config
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         call = _Call(self._metrics, "GetModelStatus", context)
         call.model = request.model_spec.name
 
@@ -209,13 +228,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
         return call.run(work, get_model_status_pb2.GetModelStatusResponse())
 
-    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         call = _Call(self._metrics, "HandleReloadConfigRequest", context)
 
-        def work() -> Any:
+        async def work() -> Any:
             if self._reload_config is None:
                 raise Unimplemented("config reload is not enabled on this server")
-            self._reload_config(request.config)
+            # Loading models takes seconds: keep the loop serving meanwhile.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._reload_config, request.config)
             return model_management_pb2.ReloadConfigResponse()
 
-        return call.run(work, model_management_pb2.ReloadConfigResponse())
+        return await call.run_async(work, model_management_pb2.ReloadConfigResponse())

@@ -7,10 +7,12 @@ stop accepting, in-flight requests finish (up to ``SHUTDOWN_GRACE_SECONDS``), ex
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.modelserver import config as config_mod
-from serving.modelserver.batching import Batcher
+from serving.modelserver.batching import AsyncBatcher, Batcher
 from serving.modelserver.config import ConfigError
 from serving.modelserver.dataplane import DataPlane
 from serving.modelserver.errors import InvalidArgument
@@ -78,7 +80,7 @@ class ModelServer:
             log.warning("--batching_parameters_file is ignored without --enable_batching")
         self.monitoring = config_mod.load_monitoring_config(settings.monitoring_config_file)
         self.metrics = ServerMetrics()
-        self.health = health.HealthServicer()
+        self.health = health.aio.HealthServicer()
         self.repository = ModelRepository(
             self.models,
             poll_seconds=settings.file_system_poll_wait_seconds,
@@ -87,8 +89,14 @@ class ModelServer:
             on_change=self._update_health,
         )
         self.batcher: Batcher | None = None
+        self.async_batcher: AsyncBatcher | None = None
         self.dataplane: DataPlane | None = None
-        self.grpc_server: grpc.Server | None = None
+        self.grpc_server: grpc.aio.Server | None = None
+        # gRPC runs on its own asyncio loop thread; graph calls go to this pool.
+        self.loop = asyncio.new_event_loop()
+        self.executor = futures.ThreadPoolExecutor(
+            max_workers=settings.grpc_max_threads, thread_name_prefix="graph"
+        )
         self.rest_server: Any = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,8 +120,16 @@ class ModelServer:
                 )
         if self.batching is not None:
             self.batcher = Batcher(self.batching, self.metrics)
+            self.async_batcher = AsyncBatcher(self.batching, self.executor, self.metrics)
             log.info("batching on: %s", self.batching)
-        self.dataplane = DataPlane(self.repository, self.batcher, self.metrics)
+        self.dataplane = DataPlane(
+            self.repository,
+            self.batcher,
+            self.metrics,
+            async_batcher=self.async_batcher,
+            executor=self.executor,
+        )
+        self._spawn(self.loop.run_forever, "grpc-loop")
         self._start_grpc()
         if s.rest_api_port:
             self._start_rest()
@@ -123,29 +139,35 @@ class ModelServer:
             self._config_text = s.model_config_file.read_text()
             self._spawn(self._poll_config, "config-poll")
 
+    def _on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 60) -> Any:
+        """Run a coroutine on the gRPC loop from another thread and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
     def _start_grpc(self) -> None:
         s = self.settings
         assert self.dataplane is not None
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.grpc_max_threads, thread_name_prefix="grpc"),
-            options=GRPC_OPTIONS,
-        )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.dataplane, self.metrics), server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.dataplane, self.metrics, self.reload_config), server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{s.host}:{s.port}"
-        try:
-            bound = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot bind gRPC port {address}: {exc}") from exc
-        if not bound:
-            raise StartupError(f"cannot bind gRPC port {address} (in use?)")
-        server.start()
-        self.grpc_server = server
+
+        async def build() -> grpc.aio.Server:
+            server = grpc.aio.server(options=GRPC_OPTIONS)
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+                PredictionServicer(self.dataplane, self.metrics), server
+            )
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+                ModelServicer(self.dataplane, self.metrics, self.reload_config), server
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            await self._apply_health()  # the servicer starts out SERVING: correct it first
+            try:
+                bound = server.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise StartupError(f"cannot bind gRPC port {address}: {exc}") from exc
+            if not bound:
+                raise StartupError(f"cannot bind gRPC port {address} (in use?)")
+            await server.start()
+            return server
+
+        self.grpc_server = self._on_loop(build())
         log.info("gRPC server listening on %s", address)
 
     def _start_rest(self) -> None:
@@ -189,30 +211,46 @@ class ModelServer:
     def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then stop the workers."""
         self._stop.set()
-        self.health.enter_graceful_shutdown()
-        stopped = self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS) if self.grpc_server else None
+        loop_running = self.loop.is_running()
+        if loop_running:
+            self._on_loop(self.health.enter_graceful_shutdown())
         if self.rest_server is not None:
-            self.rest_server.shutdown()
-        if stopped is not None:
-            stopped.wait(SHUTDOWN_GRACE_SECONDS)
+            self.rest_server.shutdown()  # stop accepting REST while gRPC drains
+        if self.grpc_server is not None and loop_running:
+            # Refuses new RPCs at once; waits for running ones up to the grace period.
+            self._on_loop(self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS), timeout=None)
         if self.dataplane is not None and not self.dataplane.wait_idle(SHUTDOWN_GRACE_SECONDS):
             log.warning("requests still running after %.0f s; exiting", SHUTDOWN_GRACE_SECONDS)
         if self.batcher is not None:
             self.batcher.stop()
+        if self.async_batcher is not None:
+            self.async_batcher.stop()
+        if loop_running:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.repository.stop()
         log.info("model server stopped")
 
     # ---- health and config reload -------------------------------------------------------
     def _update_health(self) -> None:
+        """Overall health "" is SERVING when every model has a version; one entry per model."""
+        if not self.loop.is_running() or self._stop.is_set():
+            return
+        self._on_loop(self._apply_health())
+
+    async def _apply_health(self) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        self.health.set("", serving if self.repository.ready() else not_serving)
+        states = {"": serving if self.repository.ready() else not_serving}
         for name in self.repository.model_names():
             try:
                 has_version = bool(self.repository.snapshot(name).servables)
             except Exception:
                 has_version = False
-            self.health.set(name, serving if has_version else not_serving)
+            states[name] = serving if has_version else not_serving
+
+        for service, status in states.items():
+            await self.health.set(service, status)
 
     def reload_config(self, message: Any) -> None:
         """HandleReloadConfigRequest: adopt a ModelServerConfig message."""

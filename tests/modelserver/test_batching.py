@@ -178,3 +178,42 @@ def test_full_queue_is_unavailable_and_rows_are_split_back() -> None:
     finally:
         fake.release.set()
         batcher.stop()
+
+
+def test_many_threads_get_their_own_rows() -> None:
+    """Leader/follower hand-offs under contention: every caller gets exactly its rows back."""
+    seen_batches: list[int] = []
+
+    class _T:
+        def __init__(self, value: np.ndarray) -> None:
+            self.value = value
+
+        def numpy(self) -> np.ndarray:
+            return self.value
+
+    def call(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        seen_batches.append(len(inputs["x"]))
+        threading.Event().wait(0.0005)  # let other callers queue up meanwhile
+        return {"y": _T(inputs["x"] * 2 + 1)}
+
+    spec = TensorSpecInfo(np.dtype("float64"), (-1,))
+    signature = Signature("serving_default", {"x": spec}, {"y": spec}, True, call)
+    batcher = Batcher(
+        BatchingConfig(max_batch_size=8, max_enqueued_batches=100, num_batch_threads=2)
+    )
+    servable: Any = _FakeServable()
+
+    def caller(worker: int) -> bool:
+        rng = np.random.default_rng(worker)
+        for _ in range(40):
+            x = rng.normal(size=int(rng.integers(1, 4)))
+            y = batcher.run(servable, signature, {"x": x}, len(x))["y"]
+            if not np.array_equal(y, x * 2 + 1):
+                return False
+        return True
+
+    with ThreadPoolExecutor(16) as pool:
+        assert all(pool.map(caller, range(16), timeout=120))
+    batcher.stop()
+    assert max(seen_batches) > 3 and max(seen_batches) <= 8
+    assert batcher._slots == 2  # every slot came back

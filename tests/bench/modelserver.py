@@ -1,0 +1,265 @@
+"""`make bench-modelserver`: gRPC Predict throughput/latency of the local model server.
+
+    python -m tests.bench.modelserver --models-dir models [--seconds 10] [--clients 1,16]
+
+One 28x28 image per request. For batching off and on, one model server runs and a load
+generator in a separate process (grpc.aio, one coroutine per simulated client, each with one
+call in flight; the request is serialized once, responses are not parsed) drives it for
+``--seconds`` after a warm-up. Prints a markdown table of requests/s, p50/p99 latency, client
+and server CPU, and the batching/no-batching throughput ratio at the highest concurrency.
+Exported models come from ``--models-dir`` when it has both, else quick ones are exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tests.helpers.modelserver_process import running_modelserver
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+TARGET_RATIO = 2.0
+
+
+# ---- load generator (runs in its own process) ---------------------------------------------
+
+
+def predict_request_bytes(seed: int = 0) -> bytes:
+    from serving.codecs.tensors import ndarray_to_tensor_proto
+    from serving.protos import PredictRequest, PredictResponse
+
+    request = PredictRequest()
+    request.model_spec.name = "fashion_mnist"
+    image = np.random.default_rng(seed).integers(0, 256, (1, 28, 28), dtype=np.uint8)
+    ndarray_to_tensor_proto(image, request.inputs["images"])
+    assert PredictResponse  # the response is checked once by the parent, not here
+    return request.SerializeToString()
+
+
+async def _drive(target: str, clients: int, warmup: float, seconds: float) -> dict:
+    import grpc
+
+    body = predict_request_bytes()
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no client-side protobuf
+        start = time.perf_counter()
+        measure_from, stop_at = start + warmup, start + warmup + seconds
+
+        async def client() -> None:
+            nonlocal errors
+            while True:
+                sent = time.perf_counter()
+                if sent >= stop_at:
+                    return
+                try:
+                    await call(body, timeout=30)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                if sent >= measure_from:
+                    latencies.append(time.perf_counter() - sent)
+
+        cpu0, wall0 = None, None
+
+        async def mark() -> None:
+            nonlocal cpu0, wall0
+            await asyncio.sleep(warmup)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+
+        await asyncio.gather(mark(), *(client() for _ in range(clients)))
+        cpu = time.process_time() - (cpu0 or 0.0)
+        wall = time.perf_counter() - (wall0 or start)
+    lat = np.array(latencies) * 1e3
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "rps": len(latencies) / seconds,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "errors": errors,
+        "client_cpu": cpu / wall,
+    }
+
+
+def loadgen_main(target: str, clients: int, warmup: float, seconds: float) -> None:
+    print(json.dumps(asyncio.run(_drive(target, clients, warmup, seconds))), flush=True)
+
+
+# ---- orchestration ------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    batching: bool
+    clients: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    client_cpu: float
+    server_cpu: float
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_loadgen(target: str, clients: int, warmup: float, seconds: float) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "tests.bench.modelserver",
+        "--loadgen",
+        target,
+        "--clients",
+        str(clients),
+        "--warmup",
+        str(warmup),
+        "--seconds",
+        str(seconds),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=warmup + seconds + 120
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check_answer(target: str) -> None:
+    import grpc
+
+    from serving.protos import PredictResponse
+
+    with grpc.insecure_channel(target) as channel:
+        raw = channel.unary_unary(PREDICT)(predict_request_bytes(), timeout=30)
+    response = PredictResponse.FromString(raw)
+    assert set(response.outputs) == {"probabilities", "class_ids", "class_names"}, response
+
+
+def measure(
+    models_dir: Path,
+    batching: bool,
+    clients: Sequence[int],
+    warmup: float,
+    seconds: float,
+    server_args: Sequence[str] = (),
+) -> list[Row]:
+    rows = []
+    with running_modelserver(
+        models_dir, batching=batching, poll_seconds=30, extra_args=server_args
+    ) as server:
+        check_answer(server.grpc_target)
+        for n in clients:
+            cpu0, t0 = process_cpu_seconds(server.process.pid), time.perf_counter()
+            result = run_loadgen(server.grpc_target, n, warmup, seconds)
+            server_cpu = (process_cpu_seconds(server.process.pid) - cpu0) / (
+                time.perf_counter() - t0
+            )
+            rows.append(
+                Row(
+                    batching,
+                    n,
+                    result["rps"],
+                    result["p50_ms"],
+                    result["p99_ms"],
+                    result["errors"],
+                    result["client_cpu"],
+                    server_cpu,
+                )
+            )
+            print(
+                f"  batching={'on' if batching else 'off'} clients={n}: {result['rps']:.0f} req/s",
+                flush=True,
+            )
+    return rows
+
+
+def report(rows: list[Row]) -> str:
+    lines = [
+        "| batching | clients | requests/s | p50 ms | p99 ms | errors | client CPU | server CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {'on' if r.batching else 'off'} | {r.clients} | {r.rps:,.0f} | {r.p50_ms:.2f} "
+            f"| {r.p99_ms:.2f} | {r.errors} | {r.client_cpu:.0%} | {r.server_cpu:.0%} |"
+        )
+    top = max(r.clients for r in rows)
+    off = next((r for r in rows if not r.batching and r.clients == top), None)
+    on = next((r for r in rows if r.batching and r.clients == top), None)
+    if off and on and off.rps:
+        ratio = on.rps / off.rps
+        verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+        lines.append("")
+        lines.append(
+            f"Batching on/off at {top} clients: **{ratio:.2f}x** ({verdict} the "
+            f"{TARGET_RATIO:.0f}x target). CPU is % of one core; {os.cpu_count()} cores."
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.bench.modelserver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per cell")
+    p.add_argument("--clients", default="1,16", help="comma-separated concurrency levels")
+    p.add_argument(
+        "--server-args",
+        default="",
+        help="extra model server flags for both runs, e.g. '--tensorflow_intra_op_parallelism=1'",
+    )
+    p.add_argument("--modes", default="off,on", help="batching modes to run: off,on")
+    p.add_argument("--loadgen", metavar="TARGET", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.loadgen:
+        loadgen_main(args.loadgen, int(args.clients), args.warmup, args.seconds)
+        return 0
+    try:
+        clients = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        print(f"bench: --clients must be integers, got {args.clients!r}", file=sys.stderr)
+        return 2
+    from tests.bench.gateway import resolve_models
+
+    with tempfile.TemporaryDirectory(prefix="bench-modelserver-") as scratch:
+        models_dir = resolve_models(args.models_dir, Path(scratch))
+        print(f"models: {models_dir}", flush=True)
+        rows = []
+        for mode in args.modes.split(","):
+            rows += measure(
+                models_dir,
+                mode == "on",
+                clients,
+                args.warmup,
+                args.seconds,
+                args.server_args.split(),
+            )
+    print()
+    print(report(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
