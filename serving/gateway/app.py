@@ -11,7 +11,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from serving.gateway import demo, health, meta, metrics, predict, security
+from serving.gateway import admission, demo, health, meta, metrics, predict, security
 from serving.gateway.config import GatewayConfig
 from serving.gateway.errors import register_error_handlers
 from serving.gateway.state import GatewayState
@@ -39,6 +39,8 @@ def create_app(config: GatewayConfig | None = None) -> Flask:
     _install_metrics_hooks(app)
     # After the metrics hooks: requests refused for a missing/wrong API key are counted too.
     security.install(app, config)
+    # After the metrics hooks (refusals are counted) and authentication: admission.install.
+    admission.install(app, config)
     log.info("gateway configuration: %s", config.as_dict())
     return app
 

@@ -49,6 +49,8 @@ class GatewayConfig:
     housing_model: str = "housing"
     #: Seconds a client is told to wait (Retry-After) when the model server is unavailable.
     retry_after_seconds: int = 1
+    #: Predictions one worker serves at once; more get 503 ``overloaded`` (0: no cap).
+    max_inflight: int = 0
     #: API keys (GATEWAY_API_KEYS, comma-separated); empty: authentication off. Never printed.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     #: Whether GET /metrics also needs a key (when keys are on).
@@ -79,6 +81,7 @@ class GatewayConfig:
             retry_after_seconds=reader.integer(
                 "GATEWAY_RETRY_AFTER_SECONDS", cls.retry_after_seconds, minimum=0
             ),
+            max_inflight=reader.integer("GATEWAY_MAX_INFLIGHT", cls.max_inflight, minimum=0),
             api_keys=reader.api_keys("GATEWAY_API_KEYS"),
             metrics_require_key=reader.flag("GATEWAY_METRICS_REQUIRE_KEY", cls.metrics_require_key),
         )
