@@ -24,7 +24,8 @@ TRAIN_FLAGS := $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LIMIT),--limit $(LIMIT)
 MODELSERVER_FLAGS := --model_config_file serving/models.config --models_root $(MODELS_DIR) \
 	--port $(GRPC_PORT) --rest_api_port $(REST_PORT) \
 	--enable_batching --batching_parameters_file serving/batching.config \
-	--monitoring_config_file serving/monitoring.config
+	--monitoring_config_file serving/monitoring.config \
+	--allow_version_labels_for_unavailable_models
 
 .PHONY: venv train export test lint clean modelserver serve gateway bench bench-modelserver \
 	bench-gateway loadtest loadtest-ui reliability container-test up down logs protos
