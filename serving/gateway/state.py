@@ -17,8 +17,12 @@ from flask import current_app
 
 from serving.gateway import metrics
 from serving.gateway.catalog import ModelCatalog
+from serving.gateway.coalesce import Coalescer
 from serving.gateway.config import GatewayConfig
 from serving.tfs_client import BackendError, Prediction, TFServingClient
+
+#: Backend calls one worker may have in flight at once (more pipeline, smaller batches).
+COALESCE_IN_FLIGHT = 1
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,12 @@ class GatewayState:
             timeout=config.timeout_seconds,
             retries=config.retries,
             backoff=config.retry_backoff_seconds,
+        )
+        # Concurrent predictions of this worker share backend calls (measured: the per-call
+        # cost of gRPC in Python, not HTTP, capped throughput; docs/performance.md). None
+        # calls the client directly.
+        self.coalescer: Coalescer[tuple[str, int]] | None = Coalescer(
+            max_rows=max(config.max_instances, 1), max_in_flight=COALESCE_IN_FLIGHT
         )
         models = tuple(dict.fromkeys((config.fashion_model, config.housing_model)))
         self.catalog = ModelCatalog(config.model_cards_dir, models)
@@ -57,9 +67,26 @@ class GatewayState:
         start = time.perf_counter()
         outcome = "OK"
         try:
-            return self.client.predict(
-                model, inputs, version=version, label=label, output_filter=output_filter
+            if self.coalescer is None:
+                return self.client.predict(
+                    model, inputs, version=version, label=label, output_filter=output_filter
+                )
+            key = (
+                model,
+                version,
+                label,
+                tuple(output_filter),
+                tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()),
             )
+
+            def call(merged: Mapping[str, np.ndarray]) -> tuple[tuple[str, int], Any]:
+                answer = self.client.predict(
+                    model, merged, version=version, label=label, output_filter=output_filter
+                )
+                return (answer.model, answer.version), answer.outputs
+
+            (name, answered), outputs = self.coalescer.run(key, inputs, call)
+            return Prediction(model=name, version=answered, outputs=outputs)
         except BackendError as exc:
             outcome = exc.grpc_code.name if exc.grpc_code is not None else "ERROR"
             raise

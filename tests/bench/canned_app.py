@@ -60,3 +60,13 @@ def _served_version(gw: Any) -> int:
 
     versions = exported_versions(gw.config.model_cards_dir / gw.config.fashion_model)
     return versions[-1] if versions else 1
+
+
+def create_uncoalesced_app() -> Flask:
+    """The real gateway with request coalescing off (one backend call per request), to
+    measure what coalescing buys:
+    ``--gateway-app 'tests.bench.canned_app:create_uncoalesced_app()'``.
+    """
+    app = create_gateway()
+    app.extensions["gateway"].coalescer = None
+    return app

@@ -133,6 +133,23 @@ def running(
         log.close()
 
 
+def modelserver_extra(args: argparse.Namespace) -> list[str]:
+    return [
+        "--host",
+        "127.0.0.1",
+        "--allow_version_labels_for_unavailable_models",
+        *(args.modelserver_arg or ()),
+    ]
+
+
+def user_env(args: argparse.Namespace) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in args.gateway_env]
+    bad = [item for item, pair in zip(args.gateway_env, pairs, strict=True) if len(pair) != 2]
+    if bad:
+        raise SystemExit(f"--gateway-env expects NAME=VALUE, got {bad[0]!r}")
+    return dict(pairs)
+
+
 def gunicorn_env(port: int, grpc_target: str, models_dir: Path, **extra: str) -> dict[str, str]:
     return {**stack.gateway_env("127.0.0.1", port, grpc_target, models_dir), **extra}
 
@@ -173,7 +190,15 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 class Row:
     target: str
     result: loadgen.WrkResult
-    server_cpu_percent: float
+    cpu_seconds: dict[str, float]  # per process group (e.g. gateway, model server)
+
+    @property
+    def server_cpu_percent(self) -> float:
+        return 100 * sum(self.cpu_seconds.values()) / self.result.seconds
+
+    def cpu_us_per_request(self, group: str) -> float:
+        """CPU cost of one request in that group: what throughput on an idle box divides."""
+        return 1e6 * self.cpu_seconds[group] / max(self.result.requests, 1)
 
 
 def check_endpoint(url: str, body: bytes) -> None:
@@ -188,21 +213,27 @@ def measure(
     body: bytes,
     connections: Sequence[int],
     seconds: float,
-    server_pids: Sequence[int],
+    groups: Mapping[str, Server],
     warmup: float = 2.0,
 ) -> list[Row]:
+    """wrk at each connection count; also the CPU each server process group spent."""
     check_endpoint(url, body)
     rows = []
     for c in connections:
         loadgen.run_wrk(url, body, connections=c, seconds=warmup)  # warm caches and pools
-        cpu0, t0 = cpu_seconds(server_pids), time.monotonic()
+        pids = {group: all_pids(server) for group, server in groups.items()}
+        before = {group: cpu_seconds(p) for group, p in pids.items()}
         result = loadgen.run_wrk(url, body, connections=c, seconds=seconds)
-        server_cpu = 100 * (cpu_seconds(server_pids) - cpu0) / (time.monotonic() - t0)
-        rows.append(Row(name, result, server_cpu))
+        used = {group: cpu_seconds(p) - before[group] for group, p in pids.items()}
+        row = Row(name, result, used)
+        rows.append(row)
+        per_request = "  ".join(
+            f"{group} {row.cpu_us_per_request(group):.0f} us/req" for group in groups
+        )
         print(
             f"  {name:8s} c={c:<3d} {result.requests_per_s:8.0f} req/s  "
             f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-            f"errors {result.errors}",
+            f"errors {result.errors}  CPU {per_request}",
             flush=True,
         )
     return rows
@@ -230,23 +261,28 @@ def run_comparison(args: argparse.Namespace, models_dir: Path, log_dir: Path) ->
         models_dir,
         grpc_port,
         rest_port,
-        extra=["--host", "127.0.0.1", "--allow_version_labels_for_unavailable_models"],
+        extra=modelserver_extra(args),
     )
     print(f"(a) gateway + model server ({models_dir})", flush=True)
     with running("modelserver", ms_argv, None, grpc_target=grpc_target, log_dir=log_dir) as ms:
         port = stack.free_port()
         with running(
             "gateway",
-            stack.gunicorn_argv(sys.executable),
+            stack.gunicorn_argv(sys.executable, args.gateway_app),
             f"http://127.0.0.1:{port}/readyz",
-            env=gunicorn_env(port, grpc_target, models_dir),
+            env=gunicorn_env(port, grpc_target, models_dir, **user_env(args)),
             log_dir=log_dir,
         ) as gw:
             url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
-            pids = all_pids(gw, ms)
-            rows += measure("gateway", url, body, args.connections, args.seconds, pids)
+            groups = {"gateway": gw, "modelserver": ms}
+            rows += measure("gateway", url, body, args.connections, args.seconds, groups)
             batch_rows += measure(
-                f"batch{BATCH_IMAGES}", url, batch_body, args.batch_connections, args.seconds, pids
+                f"batch{BATCH_IMAGES}",
+                url,
+                batch_body,
+                args.batch_connections,
+                args.seconds,
+                groups,
             )
 
     print("(b) canned: same app and gunicorn config, no model server", flush=True)
@@ -255,11 +291,11 @@ def run_comparison(args: argparse.Namespace, models_dir: Path, log_dir: Path) ->
         "canned",
         stack.gunicorn_argv(sys.executable, "tests.bench.canned_app:create_app()"),
         f"http://127.0.0.1:{port}/readyz",
-        env=gunicorn_env(port, "127.0.0.1:1", models_dir),
+        env=gunicorn_env(port, "127.0.0.1:1", models_dir, **user_env(args)),
         log_dir=log_dir,
     ) as canned:
         url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
-        rows += measure("canned", url, body, args.connections, args.seconds, all_pids(canned))
+        rows += measure("canned", url, body, args.connections, args.seconds, {"canned": canned})
 
     if not args.skip_naive:
         model = naive_model_path(models_dir)
@@ -282,7 +318,7 @@ def run_comparison(args: argparse.Namespace, models_dir: Path, log_dir: Path) ->
             "naive", argv, None, env={"NAIVE_MODEL": str(model)}, log_dir=log_dir
         ) as naive:
             _wait_post(url, body, naive.child)
-            rows += measure("naive", url, body, args.connections, args.seconds, all_pids(naive))
+            rows += measure("naive", url, body, args.connections, args.seconds, {"naive": naive})
 
     load_after = loadgen.load_average()
     return report(rows, batch_rows, load_before, load_after, args)
@@ -317,8 +353,9 @@ def report(
         f"Load average before {_fmt_load(load_before)}, after {_fmt_load(load_after)} "
         f"({os.cpu_count()} cores); {args.seconds:g} s per point after a 2 s warm-up.",
         "",
-        "| server | conns | req/s | p50 ms | p99 ms | errors | server CPU % | wrk CPU % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | conns | req/s | p50 ms | p99 ms | errors | server CPU % | server CPU µs/req "
+        "| wrk CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(_row(r))
@@ -351,9 +388,18 @@ def _row(r: Row) -> str:
     res = r.result
     return (
         f"| {r.target} | {res.connections} | {res.requests_per_s:,.0f} | {res.p50_ms:.2f} | "
-        f"{res.p99_ms:.2f} | {res.errors} | {r.server_cpu_percent:.0f} | "
+        f"{res.p99_ms:.2f} | {res.errors} | {r.server_cpu_percent:.0f} | {_cpu_text(r)} | "
         f"{res.client_cpu_percent:.0f} |"
     )
+
+
+def _cpu_text(r: Row) -> str:
+    """Server CPU per request, split by process group when there are several."""
+    parts = {group: r.cpu_us_per_request(group) for group in r.cpu_seconds}
+    total = f"{sum(parts.values()):.0f}"
+    if len(parts) == 1:
+        return total
+    return total + " (" + " + ".join(f"{g} {v:.0f}" for g, v in parts.items()) + ")"
 
 
 def _fmt_load(load: tuple[float, ...]) -> str:
@@ -418,13 +464,13 @@ def run_worker_matrix(args: argparse.Namespace, models_dir: Path, log_dir: Path)
         models_dir,
         grpc_port,
         rest_port,
-        extra=["--host", "127.0.0.1", "--allow_version_labels_for_unavailable_models"],
+        extra=modelserver_extra(args),
     )
     load_before = loadgen.load_average()
     lines = [
         "| worker model | req/s | p50 ms | p99 ms | errors | server CPU % | "
-        "RSS/worker MB | start-up s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "server CPU µs/req | RSS/worker MB | start-up s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with running("modelserver", ms_argv, None, grpc_target=grpc_target, log_dir=log_dir) as ms:
         for label, extra in WORKER_CONFIGS.items():
@@ -434,20 +480,22 @@ def run_worker_matrix(args: argparse.Namespace, models_dir: Path, log_dir: Path)
             log_name = "gw-" + label.replace(" ", "").replace(",", "-")
             with running(
                 log_name,
-                stack.gunicorn_argv(sys.executable),
+                stack.gunicorn_argv(sys.executable, args.gateway_app),
                 f"http://127.0.0.1:{port}/readyz",
-                env=gunicorn_env(port, grpc_target, models_dir, **extra),
+                env=gunicorn_env(port, grpc_target, models_dir, **{**user_env(args), **extra}),
                 log_dir=log_dir,
             ) as gw:
                 url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
-                (row,) = measure(label, url, body, (32,), args.seconds, all_pids(gw, ms))
+                (row,) = measure(
+                    label, url, body, (32,), args.seconds, {"gateway": gw, "modelserver": ms}
+                )
                 workers = worker_pids(gw.child.pid)
                 rss = max(rss_mb(p) for p in workers) if workers else float("nan")
                 res = row.result
                 lines.append(
                     f"| {label} | {res.requests_per_s:,.0f} | {res.p50_ms:.2f} | "
                     f"{res.p99_ms:.2f} | {res.errors} | {row.server_cpu_percent:.0f} | "
-                    f"{rss:.0f} | {gw.started_s:.2f} |"
+                    f"{_cpu_text(row)} | {rss:.0f} | {gw.started_s:.2f} |"
                 )
     load_after = loadgen.load_average()
     lines.insert(
@@ -496,6 +544,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="compare gunicorn worker classes for (a) instead",
     )
     p.add_argument("--only", action="append", help="with --workers-matrix: only these labels")
+    p.add_argument(
+        "--gateway-app",
+        default=stack.GATEWAY_APP,
+        help="gunicorn app spec of (a) (default: %(default)s); for experiments",
+    )
+    p.add_argument(
+        "--modelserver-arg",
+        action="append",
+        help="extra flag for python -m serving.modelserver (repeatable), e.g. "
+        "--modelserver-arg=--tensorflow_intra_op_parallelism=1",
+    )
+    p.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        help="NAME=VALUE for the gateway (and canned) gunicorn, e.g. GATEWAY_WORKER_CLASS=gevent",
+    )
     p.add_argument("--out", type=Path, help="also write the markdown here")
     return p.parse_args(argv)
 
