@@ -79,7 +79,7 @@ def parse_json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
         raise ApiError(
             400,
             "unknown_field",
-            f"unknown field {unknown[0]!r}; expected {', '.join(allowed)}",
+            f"unknown field {quoted(unknown[0])}; expected {', '.join(allowed)}",
         )
     if "instances" not in document:
         raise ApiError(400, "missing_instances", 'the JSON object needs an "instances" list')
@@ -118,7 +118,7 @@ def parse_params(
         raise ApiError(
             400,
             "unknown_parameter",
-            f"unknown query parameter {unknown[0]!r}; expected {', '.join(allowed)}",
+            f"unknown query parameter {quoted(unknown[0])}; expected {', '.join(allowed)}",
         )
     values: dict[str, Any] = {}
     text: set[str] = set()
@@ -149,7 +149,8 @@ def parse_params(
 
 
 def _as_int(name: str, value: Any, text: bool, minimum: int, maximum: int | None = None) -> int:
-    if text and isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
+    # [0-9], not \d: int() would also take other scripts' digits ("\uff11" -> 1).
+    if text and isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,18}", value.strip()):
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -258,7 +259,7 @@ def _invert_pixels(pixels: np.ndarray, invert: str | None) -> np.ndarray:
 def _image_from_b64(item: dict[str, Any], where: str, params: Params, max_pixels: int):
     if set(item) != {"b64"}:
         extra = sorted(set(item) - {"b64"})
-        detail = f"unknown key {extra[0]!r}" if extra else 'no "b64" key'
+        detail = f"unknown key {quoted(extra[0])}" if extra else 'no "b64" key'
         raise ApiError(
             400, "invalid_instance", f'{where}: expected {{"b64": "<base64 image>"}}, {detail}'
         )
@@ -324,7 +325,7 @@ def housing_inputs(
             raise ApiError(
                 400,
                 "unknown_feature",
-                f"{where}: unknown feature {unknown[0]!r}; expected the features "
+                f"{where}: unknown feature {quoted(unknown[0])}; expected the features "
                 f"{', '.join(names)} or the inputs {', '.join(inputs)}",
             )
         if missing:
@@ -381,6 +382,11 @@ def _float32(rows: list[list[float]], name: str) -> np.ndarray:
             f"instance {row}: {name}[{column}] is {rows[row][column]}, not a finite float32",
         )
     return array
+
+
+def quoted(name: str, limit: int = 40) -> str:
+    """A user-supplied name for an error message: repr'd and cut, so messages stay short."""
+    return repr(name if len(name) <= limit else name[:limit] + "...")
 
 
 def _json_kind(value: Any) -> str:

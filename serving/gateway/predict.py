@@ -24,6 +24,7 @@ from serving.gateway.parsing import (
     media_type,
     parse_json_object,
     parse_params,
+    quoted,
     unsupported_media_type,
 )
 from serving.gateway.responses import json_response
@@ -108,15 +109,15 @@ def _images_from_multipart(max_instances: int, max_pixels: int) -> tuple[Params,
         raise ApiError(
             400,
             "unknown_field",
-            f"unknown form field {unknown[0]!r}; send image files and optionally "
+            f"unknown form field {quoted(unknown[0])}; send image files and optionally "
             f"{', '.join(PARAMETERS)}",
         )
     check_count(len(files), max_instances, "image files")
     images = []
     for index, (field, storage) in enumerate(files):
         data = storage.read()
-        where = f"file {index} ({field!r}" + (
-            f", {storage.filename!r})" if storage.filename else ")"
+        where = f"file {index} ({quoted(field)}" + (
+            f", {quoted(storage.filename)})" if storage.filename else ")"
         )
         if not data:
             raise ApiError(400, "invalid_image", f"{where}: the file is empty")
