@@ -28,20 +28,24 @@ NUM_CLASSES = 10
 def page(chromium_browser: Any, demo_stack: tuple[Any, Any]) -> Iterator[Any]:
     """The demo page, loaded; fails the test on any console error or uncaught exception
     (CSP violations are console errors, so a blocked own asset fails too)."""
-    _, gateway = demo_stack
-    context = chromium_browser.new_context(viewport={"width": 1200, "height": 1000})
+    yield from _demo_page(chromium_browser, demo_stack[1].url)
+
+
+def _demo_page(browser: Any, url: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 1000})
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on(
         "console",
+        # Expected 4xx answers are logged by Chromium as "Failed to load resource" errors.
         lambda msg: (
             problems.append(f"console {msg.type}: {msg.text}")
             if msg.type == "error" and "status of 4" not in msg.text
             else None
         ),
     )
-    response = page.goto(gateway.url + "/")
+    response = page.goto(url + "/")
     assert response is not None and response.status == 200
     page.wait_for_selector("#samples .sample, #samples-box.hidden", state="attached")
     yield page
@@ -241,3 +245,37 @@ def test_bad_inputs_show_the_gateways_message(
     page.wait_for_function("() => document.body.dataset.housingState === 'error'")
     message = page.locator("#housing-error").text_content()
     assert "MedInc" in message
+
+
+def test_api_key_field_unlocks_a_gateway_that_requires_keys(
+    chromium_browser: Any,
+    demo_stack: tuple[Any, Any],
+    models_root: Path,
+    fashion_test_images: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    from serving.codecs.images import encode_png
+    from tests.helpers.gateway_process import running_gateway
+
+    key = "demo-test-key-1234567890"
+    path = tmp_path / "test-image.png"
+    path.write_bytes(encode_png(fashion_test_images[0][0]))
+    with running_gateway(
+        demo_stack[0].grpc_target, models_root, workers=1, env={"GATEWAY_API_KEYS": key}
+    ) as gateway:
+        pages = _demo_page(chromium_browser, gateway.url)
+        page = next(pages)
+        # The page and its files are open; a prediction without the key gets the gateway's 401.
+        page.set_input_files("#file-input", str(path))
+        _fashion_state(page, "error")
+        status, answer = _post(gateway.url + "/predict", path.read_bytes(), "image/png")
+        assert status == 401
+        assert page.locator("#fashion-error").text_content() == answer["error"]["message"]
+        page.locator("details.api-key summary").click()
+        page.fill("#api-key", key)
+        page.set_input_files("#file-input", [])
+        page.set_input_files("#file-input", str(path))
+        _fashion_state(page, "done")
+        assert page.locator("#bars .bar-row").count() == NUM_CLASSES
+        assert page.locator("#fashion-error").is_hidden()
+        next(pages, None)
