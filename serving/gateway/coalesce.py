@@ -12,19 +12,26 @@ takes the queued requests with the same key (model, version, label, output filte
 dtypes and shapes) up to ``max_rows`` rows, makes one call and hands every request its slice of
 the outputs, or the same error. Thread workers (gthread) and gevent workers (the standard
 library's locks are greenlet-aware once monkey-patched) both work.
+
+Latency stays bounded (tests/reliability): a leader stops leading once its own request is
+answered and hands the queue to the oldest waiting request; with ``timeout`` a request gives up
+(DEADLINE_EXCEEDED) when its deadline passes while it is still queued, so waiting behind a slow
+call counts against the request's deadline instead of adding to it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import grpc
 import numpy as np
 
-from serving.tfs_client import BackendError
+from serving.tfs_client import BackendError, DeadlineExceeded
 
 Meta = TypeVar("Meta")
 #: ``call(merged_inputs) -> (metadata shared by the batch, outputs with one row per input row)``
@@ -37,7 +44,10 @@ class _Job(Generic[Meta]):
     inputs: Mapping[str, np.ndarray]
     rows: int
     call: BackendCall
-    done: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None  # time.monotonic() past which it is not worth sending
+    done: threading.Event = field(default_factory=threading.Event)  # answered, or promoted
+    finished: bool = False  # answered (outputs or error)
+    promoted: bool = False  # woken to lead the queue
     meta: Meta | None = None
     outputs: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
@@ -56,38 +66,75 @@ class Coalescer(Generic[Meta]):
         self._in_flight = 0
 
     def run(
-        self, key: Hashable, inputs: Mapping[str, np.ndarray], call: BackendCall
+        self,
+        key: Hashable,
+        inputs: Mapping[str, np.ndarray],
+        call: BackendCall,
+        *,
+        timeout: float | None = None,
     ) -> tuple[Meta, dict[str, np.ndarray]]:
         """``call`` on ``inputs`` (every array has the same number of rows), possibly merged
-        with other requests of the same ``key``; returns this request's rows of the outputs."""
+        with other requests of the same ``key``; returns this request's rows of the outputs.
+        ``timeout``: seconds this request may wait in the queue before DeadlineExceeded (the
+        call itself should get the rest of the same budget)."""
         rows = len(next(iter(inputs.values())))
-        job: _Job[Meta] = _Job(key, inputs, rows, call)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job: _Job[Meta] = _Job(key, inputs, rows, call, deadline)
         with self._lock:
             self._queue.append(job)
             lead = self._in_flight < self.max_in_flight
             if lead:
                 self._in_flight += 1
         if lead:
-            self._lead()
-        job.done.wait()
+            self._lead(job)
+        while not job.finished:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            woken = job.done.wait(remaining)
+            with self._lock:
+                if job.promoted:  # the previous leader handed us the queue (and its slot)
+                    job.promoted = False
+                    job.done.clear()
+                elif not woken and job in self._queue:
+                    self._queue.remove(job)  # still queued at its deadline: give up
+                    raise _expired(timeout)
+                else:
+                    if not woken:  # being executed: its call has a deadline of its own
+                        deadline = None
+                    continue
+            self._lead(job)
         if job.error is not None:
             raise job.error
         return job.meta, job.outputs  # type: ignore[return-value]
 
-    def _lead(self) -> None:
-        # Runs batches until the queue is empty, so no request waits without a leader. The
-        # caller's own job is in the first batch it takes (oldest first), and later batches
-        # are only what arrived meanwhile.
+    def _lead(self, own: _Job[Meta]) -> None:
+        # Runs batches (oldest job first) until the caller's own job is answered, then hands
+        # the queue to its oldest request, so no request waits without a leader and no leader
+        # serves others for longer than the queue it found.
         while True:
             with self._lock:
+                if own.finished:
+                    if self._queue:
+                        successor = self._queue[0]
+                        successor.promoted = True
+                        successor.done.set()
+                    else:
+                        self._in_flight -= 1
+                    return
                 batch = self._take()
-                if not batch:
+                if not batch:  # own job gave up meanwhile (cannot happen to a leader)
                     self._in_flight -= 1
                     return
             _execute(batch)
 
     def _take(self) -> list[_Job[Meta]]:
-        """Under the lock: the oldest job and every queued job with its key, up to max_rows."""
+        """Under the lock: the oldest job and every queued job with its key, up to max_rows.
+        Jobs past their deadline are answered DeadlineExceeded instead of being sent."""
+        now = time.monotonic()
+        while self._queue and _past(self._queue[0], now):
+            job = self._queue.popleft()
+            job.error = _expired(None)
+            job.finished = True
+            job.done.set()
         if not self._queue:
             return []
         first = self._queue.popleft()
@@ -135,4 +182,17 @@ def _execute(batch: list[_Job[Meta]]) -> None:
             job.error = exc
     finally:
         for job in batch:
+            job.finished = True
             job.done.set()
+
+
+def _past(job: _Job[Meta], now: float) -> bool:
+    return job.deadline is not None and now >= job.deadline
+
+
+def _expired(timeout: float | None) -> DeadlineExceeded:
+    within = f" within {timeout:g} s" if timeout is not None else " before its deadline"
+    return DeadlineExceeded(
+        f"no answer from the model server{within}: the request waited behind busy calls",
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )

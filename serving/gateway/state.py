@@ -79,13 +79,23 @@ class GatewayState:
                 tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()),
             )
 
+            # One deadline per request, waiting in the coalescer included: the batch call gets
+            # what is left of its oldest request's budget (the earliest deadline in the batch).
+            budget = self.config.timeout_seconds
+            deadline = time.monotonic() + budget
+
             def call(merged: Mapping[str, np.ndarray]) -> tuple[tuple[str, int], Any]:
                 answer = self.client.predict(
-                    model, merged, version=version, label=label, output_filter=output_filter
+                    model,
+                    merged,
+                    version=version,
+                    label=label,
+                    output_filter=output_filter,
+                    timeout=max(deadline - time.monotonic(), 1e-3),
                 )
                 return (answer.model, answer.version), answer.outputs
 
-            (name, answered), outputs = self.coalescer.run(key, inputs, call)
+            (name, answered), outputs = self.coalescer.run(key, inputs, call, timeout=budget)
             return Prediction(model=name, version=answered, outputs=outputs)
         except BackendError as exc:
             outcome = exc.grpc_code.name if exc.grpc_code is not None else "ERROR"
