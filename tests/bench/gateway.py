@@ -351,7 +351,8 @@ def report(
     by = {(r.target, r.result.connections): r.result for r in rows}
     lines = [
         f"Load average before {_fmt_load(load_before)}, after {_fmt_load(load_after)} "
-        f"({os.cpu_count()} cores); {args.seconds:g} s per point after a 2 s warm-up.",
+        f"({os.cpu_count()} cores); {args.seconds:g} s per point after a 2 s warm-up; "
+        f"CPU speed probe {loadgen.cpu_speed_ms():.1f} ms (a 200k-step Python loop).",
         "",
         "| server | conns | req/s | p50 ms | p99 ms | errors | server CPU % | server CPU µs/req "
         "| wrk CPU % |",
@@ -445,10 +446,15 @@ def check_targets(
 WORKER_CONFIGS: dict[str, dict[str, str]] = {
     "sync x2": {"GATEWAY_WORKER_CLASS": "sync", "GATEWAY_WORKERS": "2"},
     "sync x4": {"GATEWAY_WORKER_CLASS": "sync", "GATEWAY_WORKERS": "4"},
-    "gthread x2, 8 threads": {
+    "gthread x2, 4 threads": {
         "GATEWAY_WORKER_CLASS": "gthread",
         "GATEWAY_WORKERS": "2",
-        "GATEWAY_THREADS": "8",
+        "GATEWAY_THREADS": "4",
+    },
+    "gthread x2, 16 threads": {
+        "GATEWAY_WORKER_CLASS": "gthread",
+        "GATEWAY_WORKERS": "2",
+        "GATEWAY_THREADS": "16",
     },
     "gevent x1": {"GATEWAY_WORKER_CLASS": "gevent", "GATEWAY_WORKERS": "1"},
     "gevent x2": {"GATEWAY_WORKER_CLASS": "gevent", "GATEWAY_WORKERS": "2"},
@@ -501,7 +507,8 @@ def run_worker_matrix(args: argparse.Namespace, models_dir: Path, log_dir: Path)
     lines.insert(
         0,
         f"Single-image JSON, 32 connections, {args.seconds:g} s per row; load "
-        f"average before {_fmt_load(load_before)}, after {_fmt_load(load_after)}.\n",
+        f"average before {_fmt_load(load_before)}, after {_fmt_load(load_after)}; CPU speed "
+        f"probe {loadgen.cpu_speed_ms():.1f} ms (a 200k-step Python loop).\n",
     )
     return "\n".join(lines)
 

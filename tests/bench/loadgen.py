@@ -150,3 +150,19 @@ def post(
 
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
+
+
+def cpu_speed_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python loop (best of 5): how slow this box is right now.
+
+    On a shared box the CPU time of the same work varies (SMT siblings, caches, the host), so
+    benchmark numbers are only comparable together with this figure.
+    """
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        total = 0
+        for i in range(200_000):
+            total += i
+        best = min(best, time.process_time() - start)
+    return best * 1000
