@@ -10,7 +10,8 @@
 
 Configuration: flags, with defaults from the environment read here once:
 ``MODEL_SERVER_GRPC`` (default ``localhost:8500``), ``GATEWAY_URL`` (``http://localhost:8000``),
-``MODEL_CARDS_DIR`` (``models``). Exit codes are in ``client.errors`` and docs/clients.md.
+``MODEL_CARDS_DIR`` (``models``), ``GATEWAY_API_KEY`` (none: for a gateway with API keys).
+Exit codes are in ``client.errors`` and docs/clients.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from client.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ClientError
 DEFAULT_GRPC = os.environ.get("MODEL_SERVER_GRPC", "localhost:8500")
 DEFAULT_URL = os.environ.get("GATEWAY_URL", "http://localhost:8000")
 DEFAULT_MODELS_DIR = os.environ.get("MODEL_CARDS_DIR", "models")
+#: Sent as ``Authorization: Bearer`` when set; from the environment only, never a flag, so the
+#: key stays out of shell history and process listings.
+API_KEY = os.environ.get("GATEWAY_API_KEY") or None
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_BATCH = 100
 
@@ -78,6 +82,7 @@ def _common(*, grpc: bool) -> argparse.ArgumentParser:
         help=f"deadline per request in seconds (default {DEFAULT_TIMEOUT:g})",
     )
     common.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    common.set_defaults(api_key=None if grpc else API_KEY)
     return common
 
 

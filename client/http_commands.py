@@ -26,12 +26,15 @@ JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"
 class Gateway:
     """A small urllib3 wrapper: JSON in and out, errors turned into ClientErrors."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, api_key: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ClientError(f"--url: expected http(s)://host:port, got {url!r}", EXIT_USAGE)
         self.url = url.rstrip("/")
         # No retries: a refused connection or a timeout is reported at once, with the reason.
+        # The key goes in a header on every request (the gateway checks it when it has
+        # GATEWAY_API_KEYS); it is never printed.
+        self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.pool = urllib3.PoolManager(
             timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1
         )
@@ -40,6 +43,7 @@ class Gateway:
     def post(self, path: str, query: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         params = {k: v for k, v in query.items() if v is not None}
         target = self.url + path + (f"?{urlencode(params)}" if params else "")
+        kwargs["headers"] = {**self.auth, **kwargs.get("headers", {})}
         try:
             response = self.pool.request("POST", target, **kwargs)
         except urllib3.exceptions.NewConnectionError as exc:
@@ -93,7 +97,7 @@ def _selector(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    gateway = Gateway(args.url, args.timeout)
+    gateway = Gateway(args.url, args.timeout, args.api_key)
     query = _selector(args)
     answers: list[dict[str, Any]] = []
     batch = None
@@ -167,7 +171,7 @@ def _predictions(answer: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cmd_housing(args: argparse.Namespace) -> None:
-    gateway = Gateway(args.url, args.timeout)
+    gateway = Gateway(args.url, args.timeout, args.api_key)
     rows = inputs.feature_rows(args)  # syntax checked here; feature names checked by the gateway
     query = _selector(args)
     result = output.HousingPredictions(model="housing", version=None, rows=rows, main=[], aux=[])

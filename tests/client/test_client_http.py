@@ -141,3 +141,27 @@ def test_clients_do_not_import_tensorflow(live_stack, image_files) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_api_key_from_the_environment(cli, live_stack, image_files, monkeypatch) -> None:
+    """Against a gateway that requires API keys: refused without GATEWAY_API_KEY, fine with it."""
+    from client import cli as cli_module
+    from tests.helpers.gateway_process import running_gateway
+
+    key = "k" * 24 + "-client-test"
+    with running_gateway(
+        live_stack.grpc_target, live_stack.models_root, env={"GATEWAY_API_KEYS": key}, workers=1
+    ) as gateway:
+        args = ("http", "predict", "--url", gateway.url, "--upload", image_files["png0"])
+        monkeypatch.setattr(cli_module, "API_KEY", None)
+        assert_one_line_error(cli(*args), EXIT_REJECTED, "401")
+        monkeypatch.setattr(cli_module, "API_KEY", "wrong-key-of-some-length")
+        refused = cli(*args)
+        assert_one_line_error(refused, EXIT_REJECTED, "403")
+        assert "wrong-key" not in refused.err  # the key is never echoed
+        monkeypatch.setattr(cli_module, "API_KEY", key)
+        assert cli(*args).code == 0
+        housing = cli(
+            "http", "housing", "--url", gateway.url, "--features", features_arg(HOUSING_ROW)
+        )
+        assert housing.code == 0, housing.err

@@ -12,7 +12,8 @@ Classes (``python -m tests.load.run`` picks them by TARGET; in the UI use --clas
 Settings (environment, read once here): ``GATEWAY_URL`` (default http://localhost:8000; locust's
 --host overrides it for the HTTP users), ``MODEL_SERVER_GRPC`` (localhost:8500),
 ``LOAD_BATCH`` (instances per request, default 1), ``LOAD_TIMEOUT`` (seconds, default 10),
-``LOAD_WAIT`` (think time in seconds between a user's requests, default 0: closed loop).
+``LOAD_WAIT`` (think time in seconds between a user's requests, default 0: closed loop),
+``GATEWAY_API_KEY`` (sent as a bearer token when the gateway requires API keys).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ WAIT = float(os.environ.get("LOAD_WAIT", "0"))
 PREDICT_PATH = "/predict"
 HOUSING_PATH = "/predict/housing"
 UPLOAD_FIELD = "image"
-JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+API_KEY = os.environ.get("GATEWAY_API_KEY")  # for a gateway started with GATEWAY_API_KEYS
+AUTH_HEADERS = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json", **AUTH_HEADERS}
 
 # Built at import: with --processes locust imports this file once and then forks, so the
 # workers inherit the bodies instead of each building them while the master waits for their
@@ -123,7 +126,7 @@ class GatewayUploadUser(_GatewayUser):
         with self.client.post(
             PREDICT_PATH,
             data=body,
-            headers={"Content-Type": content_type, "Accept": "application/json"},
+            headers={"Content-Type": content_type, "Accept": "application/json", **AUTH_HEADERS},
             name=NAME_UPLOAD,
             catch_response=True,
         ) as response:
