@@ -10,6 +10,9 @@ requests are still counted):
   exit), so neither a key's value nor its length leaks through timing. Keys are never logged.
 - Security headers on every response: ``X-Content-Type-Options: nosniff`` and
   ``Referrer-Policy: no-referrer``; HTML without its own policy gets a deny-all CSP.
+- Bodies without a Content-Length (chunked) are read up to ``GATEWAY_MAX_BODY_BYTES`` + 1 bytes
+  and refused with 413 past the limit. werkzeug alone would silently cut such a body at the limit
+  and hand the view a truncated upload.
 - Flask's debug mode is forced off (``FLASK_DEBUG`` in the environment must not turn a served app
   into one that propagates exceptions).
 
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from serving.gateway.config import GatewayConfig
 from serving.gateway.errors import error_response
@@ -88,6 +93,24 @@ def install(app: Flask, config: GatewayConfig) -> None:
     app.debug = False
     if config.api_keys:
         _install_auth(app, ApiKeyCheck(config.api_keys), config.metrics_require_key)
+    limit = config.max_body_bytes
+
+    @app.before_request
+    def _bounded_streaming_body() -> None:
+        # After the key check (an unauthenticated body is never read).
+        environ = request.environ
+        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        if not chunked and environ.get("CONTENT_LENGTH"):
+            return  # werkzeug refuses a too-large Content-Length before reading anything
+        if request.method not in ("POST", "PUT", "PATCH") or not chunked:
+            return
+        data = environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+        # From here on the body is an ordinary one of known length.
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
