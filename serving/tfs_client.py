@@ -160,7 +160,8 @@ class TFServingClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded(
-                    f"{what}: no answer from the model server at {self.target} within {budget:g} s",
+                    f"{what}: no answer from the model server at {self.target} "
+                    f"within {budget:.3g} s",
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                 )
             try:
@@ -303,7 +304,7 @@ def _error_for(
         tries = f" after {retries + 1} attempts" if retries else ""
         message = f"{what}: model server at {target} is unavailable{tries} ({details})"
     elif error_class is DeadlineExceeded:
-        message = f"{what}: no answer from the model server at {target} within {budget:g} s"
+        message = f"{what}: no answer from the model server at {target} within {budget:.3g} s"
     else:
         name = code.name if code is not None else "UNKNOWN"
         message = f"{what}: {details or name}"

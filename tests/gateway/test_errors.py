@@ -238,7 +238,7 @@ def test_slow_model_server_is_504():
         status, _headers, body = _post(_client(fake.target, timeout_seconds=0.2))
         assert status == 504
         assert body["error"]["code"] == "backend_timeout"
-        assert "0.2 s" in body["error"]["message"]
+        assert "no answer" in body["error"]["message"]
     finally:
         fake.stop()
 
