@@ -98,7 +98,7 @@ class Server:
     name: str
     child: stack.Child
     url: str
-    started_s: float  # spawn -> ready
+    started_s: float  # spawn -> ready (first of the settled readiness probes)
 
 
 @contextlib.contextmanager
@@ -127,7 +127,9 @@ def running(
             log.flush()
             tail = (log_dir / f"{name}.log").read_text()[-3000:]
             raise SystemExit(f"{name} did not start: {exc}\n{tail}") from None
-        yield Server(name, child, ready_url or "", time.monotonic() - started)
+        # Start-up: until ready, without the settle period wait_until_ready adds on top.
+        elapsed = time.monotonic() - started - stack.SETTLE_SECONDS
+        yield Server(name, child, ready_url or "", elapsed)
     finally:
         child.stop()
         log.close()
