@@ -1,6 +1,7 @@
 """`make bench-modelserver`: gRPC Predict throughput/latency of the local model server.
 
     python -m tests.bench.modelserver --models-dir models [--seconds 10] [--clients 1,16]
+        [--modes off,on] [--server-args=--tensorflow_intra_op_parallelism=1]
 
 One 28x28 image per request. For batching off and on, one model server runs and a load
 generator in a separate process (grpc.aio, one coroutine per simulated client, each with one
@@ -224,7 +225,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--server-args",
         default="",
-        help="extra model server flags for both runs, e.g. '--tensorflow_intra_op_parallelism=1'",
+        help="extra model server flags (space-separated; write --server-args=... as they start "
+        "with --), e.g. --server-args=--tensorflow_intra_op_parallelism=1",
     )
     p.add_argument("--modes", default="off,on", help="batching modes to run: off,on")
     p.add_argument("--loadgen", metavar="TARGET", help=argparse.SUPPRESS)
