@@ -188,6 +188,57 @@ def measure(
     return rows
 
 
+def measure_in_process(models_dir: Path, clients: Sequence[int], seconds: float) -> str:
+    """The data plane alone (no gRPC, no second process): what batching saves in the graph
+    calls themselves, to compare with the end-to-end table."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.modelserver.batching import AsyncBatcher
+    from serving.modelserver.config import load_batching_config, load_model_config
+    from serving.modelserver.dataplane import DataPlane
+    from serving.modelserver.repository import ModelRepository
+    from serving.modelserver.specs import ModelRef
+    from tests.helpers.modelserver_process import BATCHING_CONFIG, DEFAULT_CONFIG
+
+    repository = ModelRepository(load_model_config(DEFAULT_CONFIG, models_dir), poll_seconds=0)
+    repository.poll_once()
+    executor = ThreadPoolExecutor(32)
+    batcher = AsyncBatcher(load_batching_config(BATCHING_CONFIG), executor)
+    image = {"images": np.zeros((1, 28, 28), np.uint8)}
+    ref = ModelRef("fashion_mnist")
+
+    async def run(plane: DataPlane, n: int, duration: float) -> tuple[float, float]:
+        done, stop = 0, time.perf_counter() + duration
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await plane.predict_async(ref, image)
+                done += 1
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(n)))
+        wall = time.perf_counter() - wall0
+        return done / wall, (time.process_time() - cpu0) / max(done, 1) * 1e6
+
+    async def all_cells() -> list[str]:
+        lines = ["| batching | clients | requests/s | CPU µs/request |", "|---|---:|---:|---:|"]
+        for label, plane in (
+            ("off", DataPlane(repository, executor=executor)),
+            ("on", DataPlane(repository, executor=executor, async_batcher=batcher)),
+        ):
+            for n in clients:
+                await run(plane, n, 1.0)
+                rps, cpu = await run(plane, n, seconds)
+                lines.append(f"| {label} | {n} | {rps:,.0f} | {cpu:,.0f} |")
+        return lines
+
+    try:
+        return "\n".join(asyncio.run(all_cells()))
+    finally:
+        executor.shutdown()
+
+
 def report(rows: list[Row]) -> str:
     lines = [
         "| batching | clients | requests/s | p50 ms | p99 ms | errors | client CPU | server CPU |",
@@ -245,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from tests.bench.gateway import resolve_models
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-modelserver-") as scratch:
         models_dir = resolve_models(args.models_dir, Path(scratch))
         print(f"models: {models_dir}", flush=True)
@@ -258,8 +310,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.seconds,
                 args.server_args.split(),
             )
+        print("data plane in-process ...", flush=True)
+        in_process = measure_in_process(models_dir, clients, args.seconds)
     print()
     print(report(rows))
+    print(
+        f"Load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores: other work on the box competes with server and client."
+    )
+    print()
+    print("Data plane alone, in-process (no gRPC), same request:")
+    print()
+    print(in_process)
     return 0
 
 
