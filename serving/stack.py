@@ -10,8 +10,8 @@ gateway under gunicorn, waits until both are ready (gRPC health SERVING, gateway
 both (SIGTERM, wait, SIGKILL stragglers) and exits 0; if either dies, the other is stopped and
 the exit code is 1. This module is a supervisor: it never imports tensorflow.
 
-The launch helpers (``start_modelserver``, ``start_gunicorn``, ``wait_until_ready``) are reused
-by the benchmarks in ``tests/bench`` so that there is one way to start these processes.
+The launch helpers (``spawn``, ``modelserver_argv``, ``gunicorn_argv``, ``wait_until_ready``) are
+reused by the benchmarks in ``tests/bench``, so there is one way to start these processes.
 """
 
 from __future__ import annotations
@@ -449,7 +449,7 @@ class _Stop:
 
 
 def banner(config: StackConfig, started: float) -> str:
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host  # noqa: S104
+    host = _client_host(config.host)
     gateway = f"http://{host}:{config.gateway_port}"
     rest = f"http://{host}:{config.rest_port}"
     return "\n".join(
@@ -549,6 +549,7 @@ def run(config: StackConfig) -> int:
 
 
 def _client_host(host: str) -> str:
+    """Where a local client reaches a server bound to ``host`` (not the wildcard address)."""
     return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
 
 
