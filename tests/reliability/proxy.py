@@ -27,28 +27,38 @@ class DelayProxy:
         self._channel = grpc.insecure_channel(upstream)
         self._calls: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-        self._server.add_generic_rpc_handlers((_Forwarder(self),))
-        if not self._server.add_insecure_port(self.target):
-            raise RuntimeError(f"proxy cannot bind {self.target}")
+        self._max_workers = max_workers
+        self._server: grpc.Server | None = None
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> DelayProxy:
-        self._server.start()
+        """Listen (again) on the same port."""
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        server.add_generic_rpc_handlers((_Forwarder(self),))
+        if not server.add_insecure_port(self.target):
+            raise RuntimeError(f"proxy cannot bind {self.target}")
+        server.start()
+        self._server = server
         return self
 
     def stop(self) -> None:
-        self._server.stop(0).wait()
+        """Close the port at once, like a crashed server (connections are reset)."""
+        if self._server is not None:
+            self._server.stop(0).wait()
+            self._server = None
+
+    def close(self) -> None:
+        self.stop()
         self._channel.close()
 
     def __enter__(self) -> DelayProxy:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self.close()
 
     def call(self, method: str) -> Any:
         with self._lock:

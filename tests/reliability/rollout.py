@@ -19,7 +19,7 @@ def run(ctx: Context) -> Result:
     ctx.ensure_server()
     versions = sorted(int(p.name) for p in (ctx.models_dir / MODEL).iterdir() if p.name.isdigit())
     old, new = versions[-1], versions[-1] + 1
-    settle = ctx.phase(1.0, 3.0)
+    settle = ctx.phase(0.5, 3.0)
     with ctx.gateway() as gateway:
         latest = LoadLoop(gateway.url, threads=2, rate=ctx.rate / 2)
         stable = LoadLoop(

@@ -197,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.close()
         shutil.rmtree(workdir, ignore_errors=True)
     print(table(results, markdown=args.markdown))
+    if args.dump:
+        (args.dump / "table.md").write_text(table(results, markdown=True) + "\n")
     return 0 if all(r.passed for r in results) else 1
 
 
