@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import (
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -135,6 +136,18 @@ def test_hot_reload_under_load(
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         time.sleep(5 * POLL_SECONDS)
         assert client.versions[-1] == 3
+
+        # HandleReloadConfigRequest: move "stable" to version 3 without a restart.
+        reload = model_management_pb2.ReloadConfigRequest()
+        config = reload.config.model_config_list.config.add()
+        config.name, config.base_path = "fashion_mnist", "/models/fashion_mnist"
+        config.model_version_policy.latest.num_versions = 2
+        config.version_labels["stable"] = 3
+        status_stub.HandleReloadConfigRequest(reload, timeout=60)
+        stable = predict_pb2.PredictRequest()
+        stable.CopyFrom(client.request)
+        stable.model_spec.version_label = "stable"
+        assert predict_stub.Predict(stable, timeout=30).model_spec.version.value == 3
 
         client.stop()
         channel.close()
