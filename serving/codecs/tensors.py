@@ -131,6 +131,10 @@ def tensor_proto_to_ndarray(proto: Any) -> np.ndarray:
         raise CodecError(
             f"tensor shape {list(shape)} has {count} elements, more than {MAX_ELEMENTS}"
         )
+    # A zero dimension makes the count 0, but numpy still refuses (ValueError) to shape an empty
+    # array as e.g. [0, 2**40, 2**40]: bound the other dimensions too.
+    if math.prod(max(size, 1) for size in shape) > MAX_ELEMENTS:
+        raise CodecError(f"tensor shape {list(shape)} has dimensions larger than {MAX_ELEMENTS}")
     if dt != DT_STRING and proto.tensor_content:
         content = proto.tensor_content
         expected = count * dtype.itemsize
