@@ -8,7 +8,8 @@
 #   cache/bookworm-python.tar   debootstrap'ed Debian bookworm + python3 (the base stand-in)
 #   cache/wheels/               wheelhouse of docker/requirements-*.txt, downloaded by the host's pip
 #   storage/                    podman's image store = the layer cache
-# Removed on exit: containers, network, volume, dangling images.
+# Removed on exit: containers, network, volume. The store grows by the layers of each changed
+# build; CONTAINER_TEST_FRESH=1 starts it over.
 #
 # Options (env): CONTAINER_TEST_DIR, CONTAINER_TEST_FRESH=1 (drop the image store first: a cold
 # build that still reuses the downloads), BASE_IMAGE (use this base instead of the stand-in),
@@ -47,6 +48,8 @@ command -v podman > /dev/null ||
 
 # --- podman configuration: everything under $STATE -------------------------------------------
 mkdir -p "$STATE"/{storage,run,networks,tmp,cache}
+exec 9> "$STATE/.lock"
+flock --nonblock 9 || die "another container-test is running on $STATE"
 export CONTAINERS_STORAGE_CONF="$STATE/storage.conf"
 export CONTAINERS_CONF="$STATE/containers.conf"
 export TMPDIR="$STATE/tmp"
@@ -90,7 +93,7 @@ cleanup() {
         > /dev/null 2>&1 || true
     podman network rm --force "$NET" > /dev/null 2>&1 || true
     podman volume rm --force "$VOLUME" > /dev/null 2>&1 || true
-    podman image prune --force > /dev/null 2>&1 || true
+    # No `podman image prune`: podman counts the build cache's intermediate images as dangling.
     rm -rf "$STATE/tmp"
 }
 if [ "${1:-}" = "--down" ]; then
@@ -141,7 +144,7 @@ build_base_tarball() {
 
 import_base() {
     podman image exists "$STANDIN" && return 0
-    podman import \
+    podman import --quiet \
         --change 'ENV LANG=C.UTF-8' \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["python3"]' \
@@ -205,14 +208,17 @@ step "build locust" build "localhost/fs-locust:$TAG" locust.Dockerfile locust
 check_images() {
     local img uid
     for img in fs-trainer fs-modelserver fs-gateway fs-locust; do
-        uid="$(podman run --rm --network none --entrypoint id "localhost/$img:$TAG" -u)"
+        uid="$(podman run --rm --no-healthcheck --network none --entrypoint id \
+            "localhost/$img:$TAG" -u)"
         [ "$uid" != 0 ] || die "$img runs as root"
     done
-    if podman run --rm --network none --entrypoint python "localhost/fs-gateway:$TAG" \
+    if podman run --rm --no-healthcheck --network none --entrypoint python \
+        "localhost/fs-gateway:$TAG" \
         -c 'import tensorflow' > /dev/null 2>&1; then
         die "the gateway image contains tensorflow"
     fi
-    if podman run --rm --network none --entrypoint sh "localhost/fs-gateway:$TAG" \
+    if podman run --rm --no-healthcheck --network none --entrypoint sh \
+        "localhost/fs-gateway:$TAG" \
         -c 'command -v gcc || command -v pip || command -v cc' > /dev/null 2>&1; then
         die "the gateway image contains build tools (gcc/cc/pip)"
     fi
@@ -278,7 +284,8 @@ start_modelserver() {
     podman network create "$NET" > /dev/null
     nice -n 10 podman run --detach --name "$PREFIX-modelserver" \
         --network "$NET" --network-alias modelserver \
-        --volume "$VOLUME:/models:ro" "localhost/fs-modelserver:$TAG" > /dev/null
+        --volume "$VOLUME:/models:ro" "localhost/fs-modelserver:$TAG" \
+        > /dev/null 2>> "$STATE/podman-run.log"
     wait_healthy "$PREFIX-modelserver" 180
 }
 step "modelserver healthy" start_modelserver
@@ -310,7 +317,8 @@ start_gateway() {
         --env "GATEWAY_REQUIRED_MODELS=$required" \
         --publish "127.0.0.1:$GATEWAY_PORT:8000" \
         --env MODEL_SERVER_GRPC=modelserver:8500 --env MODEL_CARDS_DIR=/models \
-        --volume "$VOLUME:/models:ro" "localhost/fs-gateway:$TAG" > /dev/null
+        --volume "$VOLUME:/models:ro" "localhost/fs-gateway:$TAG" \
+        > /dev/null 2>> "$STATE/podman-run.log"
     wait_healthy "$PREFIX-gateway" 60
     local deadline=$((SECONDS + 60))
     until curl --silent --fail --max-time 3 "http://127.0.0.1:$GATEWAY_PORT/readyz" > /dev/null; do

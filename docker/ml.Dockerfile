@@ -5,7 +5,8 @@
 # Build context: the repository root (docker/ml.Dockerfile.dockerignore trims it).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# The project itself as a wheel (pure Python); only the wheel leaves this stage.
+# The project itself as a wheel (pure Python); only the wheel leaves this stage. Identical in
+# every Dockerfile, so builders share its cache.
 FROM ${BASE_IMAGE} AS wheel
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
