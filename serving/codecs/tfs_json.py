@@ -92,7 +92,10 @@ def excerpt(value: Any, limit: int = _EXCERPT) -> str:
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=True)
     except (TypeError, ValueError, RecursionError):
-        text = repr(value)
+        try:
+            text = repr(value)
+        except RecursionError:  # nested deeper than repr goes: name the kind, not the content
+            text = f"<{type(value).__name__} nested too deeply to print>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
