@@ -28,7 +28,8 @@ MODELSERVER_FLAGS := --model_config_file serving/models.config --models_root $(M
 	--allow_version_labels_for_unavailable_models
 
 .PHONY: venv train export test lint clean modelserver serve gateway bench bench-modelserver \
-	bench-gateway loadtest loadtest-ui reliability container-test up down logs protos
+	bench-gateway loadtest loadtest-ui reliability container-test up down logs protos \
+	audit fuzz
 
 venv: $(VENV)/.installed
 
@@ -79,6 +80,15 @@ loadtest: venv
 
 loadtest-ui: venv
 	$(VENV)/bin/locust -f tests/load/locustfile.py --class-picker
+
+# Dependency audit with pip-audit (policy in docs/security.md); "audit skipped" when offline.
+audit: venv
+	bash tests/security/audit.sh
+
+# Schema-driven fuzzing of the gateway (schemathesis), the full run: FUZZ_CASES generated cases.
+FUZZ_CASES ?= 1200
+fuzz: venv
+	SECURITY_FUZZ_CASES=$(FUZZ_CASES) $(PY) -m pytest tests/security/test_fuzz_openapi.py -s $(PYTEST_ARGS)
 
 reliability: venv
 	$(PY) -m tests.reliability.run
