@@ -85,6 +85,8 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
         raise CodecError(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
     except RecursionError:
         raise CodecError(f"JSON Parse error: {first_error}") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit conversion limit
+        raise CodecError(f"JSON Parse error: {exc}") from None
 
 
 def excerpt(value: Any, limit: int = _EXCERPT) -> str:
