@@ -41,9 +41,12 @@ def _call(client, method, path, body=None, headers=None):
     if body is None:
         return client.open(path, method=method, headers=headers or {})
     return client.open(
-        path, method=method, data=orjson.dumps(body), content_type="application/json",
+        path,
+        method=method,
+        data=orjson.dumps(body),
+        content_type="application/json",
         headers=headers or {},
-    )  # fmt: skip
+    )
 
 
 def _error_code(reply) -> str:
@@ -123,8 +126,11 @@ def test_protected_endpoints(client, method, path, body):
     assert reply.headers["WWW-Authenticate"].startswith("Bearer realm=")
     assert "X-API-Key" in orjson.loads(reply.data)["error"]["message"]
 
-    for headers in ({"Authorization": f"Bearer {WRONG}"}, {"X-API-Key": WRONG},
-                    {"X-API-Key": KEY[:8]}):  # fmt: skip
+    for headers in (
+        {"Authorization": f"Bearer {WRONG}"},
+        {"X-API-Key": WRONG},
+        {"X-API-Key": KEY[:8]},
+    ):
         reply = _call(client, method, path, body, headers)
         assert reply.status_code == 403, headers
         assert _error_code(reply) == "forbidden"
@@ -132,8 +138,12 @@ def test_protected_endpoints(client, method, path, body):
 
     # Basic auth or an empty Bearer is "no key": 401, not 403.
     assert _call(client, method, path, body, {"Authorization": f"Basic {KEY}"}).status_code == 401
-    for headers in ({"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {OTHER_KEY}"},
-                    {"X-API-Key": KEY}, {"X-Api-Key": OTHER_KEY}):  # fmt: skip
+    for headers in (
+        {"Authorization": f"Bearer {KEY}"},
+        {"authorization": f"bearer {OTHER_KEY}"},
+        {"X-API-Key": KEY},
+        {"X-Api-Key": OTHER_KEY},
+    ):
         assert _call(client, method, path, body, headers).status_code == 200, headers
 
 
