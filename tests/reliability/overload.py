@@ -16,7 +16,8 @@ CLIENTS = 64
 #: refused there instead of queueing in gunicorn's thread pool (see admission.py).
 THREADS, MAX_INFLIGHT = 16, 4
 CAPPED_ENV = {"GATEWAY_THREADS": str(THREADS), "GATEWAY_MAX_INFLIGHT": str(MAX_INFLIGHT)}
-UNCAPPED_ENV = {"GATEWAY_THREADS": "4", "GATEWAY_MAX_INFLIGHT": "0"}
+#: The comparison: the same threads, no cap.
+UNCAPPED_ENV = {"GATEWAY_THREADS": str(THREADS), "GATEWAY_MAX_INFLIGHT": "0"}
 
 
 def _hammer(ctx: Context, env: dict[str, str], seconds: float) -> list[Sample]:
@@ -35,6 +36,7 @@ def run(ctx: Context) -> Result:
     ok = [s.seconds for s in samples if s.ok]
     refused = [s for s in samples if s.status == 503]
     wrong = [s for s in samples if not s.ok and not (s.status == 503 and s.retry_after)]
+    result.samples = samples
     figs = figures(samples, ok_statuses=(200, 503))
     result.sent, result.failures = figs.sent, len(wrong)
     result.max_seconds, result.p99_seconds = figs.max_seconds, figs.p99_seconds

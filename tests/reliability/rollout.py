@@ -63,6 +63,8 @@ def run(ctx: Context) -> Result:
     # Leave the config as found for the next scenario.
     write_atomically(ctx.config_file, model_config_text(stable=old, canary=new))
 
+    result.samples = samples
+    result.events = {"exported": exported, "removed": removed}
     figs = figures(samples)
     result.sent, result.failures = figs.sent, figs.failures
     result.max_seconds, result.p99_seconds = figs.max_seconds, figs.p99_seconds

@@ -4,6 +4,7 @@ growing by less than 10 % after warm-up."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from tests.reliability.base import Context, Result, ms
@@ -30,14 +31,17 @@ def run(ctx: Context) -> Result:
             started = time.monotonic()
             # Memory is measured from the end of the first window: caches and arenas fill up
             # during warm-up, which is not growth.
+            loads = [os.getloadavg()[0]]
             while (now := time.monotonic()) < started + duration:
                 if now >= started + window:
+                    loads.append(os.getloadavg()[0])
                     for name, pid in pids.items():
                         rss[name].append(tree_rss(pid))
                 time.sleep(min(sample_every, max(0.0, started + duration - now)))
             for name, pid in pids.items():
                 rss[name].append(tree_rss(pid))
     samples = loop.samples
+    result.samples, result.events = samples, {"started": started}
     figs = figures(samples)
     result.sent, result.failures = figs.sent, figs.failures
     result.max_seconds, result.p99_seconds = figs.max_seconds, figs.p99_seconds
@@ -48,6 +52,15 @@ def run(ctx: Context) -> Result:
         for name, values in rss.items()
     }
     achieved = figs.sent / duration
+    series = [
+        figures(between(samples, started + i * window, started + (i + 1) * window))
+        for i in range(int(duration // window))
+    ]
+    result.notes.append("p99 per window: " + ", ".join(ms(f.p99_seconds) for f in series))
+    result.notes.append(
+        f"machine load average (1 min) during the soak: {min(loads):.1f} to "
+        f"{max(loads):.1f} on {os.cpu_count()} cores"
+    )
     result.key = (
         f"{duration:.0f} s at {achieved:.0f} req/s; p99 first {ms(first.p99_seconds)} -> last "
         f"{ms(last.p99_seconds)}; RSS "

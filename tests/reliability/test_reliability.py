@@ -35,6 +35,7 @@ def reliability_ctx(
         ctx.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario(reliability_ctx: Context, name: str) -> None:
     result = scenario(name)(reliability_ctx)
