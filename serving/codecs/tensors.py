@@ -148,12 +148,34 @@ def tensor_proto_to_ndarray(proto: Any) -> np.ndarray:
     if dt == DT_STRING:
         flat = np.empty(len(values), dtype=object)
         flat[:] = list(values)
-    elif dt == DT_HALF:
-        flat = np.asarray(values, dtype=np.uint16).view(np.float16)
+    elif dt == DT_HALF:  # half_val holds the float16 bit patterns in int32s
+        flat = _checked_integers(values, np.dtype("<u2"), "half_val").view(np.float16)
+    elif dtype.kind in "iu":
+        flat = _checked_integers(values, dtype, _VALUE_FIELD_BY_DT[dt])
     else:
-        flat = np.asarray(values).astype(dtype, copy=False) if len(values) else np.empty(0, dtype)
+        flat = np.asarray(values, dtype=dtype) if len(values) else np.empty(0, dtype)
     if len(flat) == count:
         return flat.reshape(shape)
     if len(flat) == 1 and count > 1:  # TensorFlow fills a shape from a single value
         return np.full(shape, flat[0], dtype=dtype)
     raise CodecError(f"tensor has {len(flat)} values but shape {list(shape)} needs {count}")
+
+
+def _checked_integers(values: Any, dtype: np.dtype, field: str) -> np.ndarray:
+    """Integer field values as ``dtype``, refusing values the dtype cannot hold (no wrap-around)."""
+    wide = np.asarray(
+        values, dtype=np.uint64 if dtype.kind == "u" and dtype.itemsize == 8 else np.int64
+    )
+    if len(wide):
+        info = np.iinfo(dtype)
+        low, high = wide.min(), wide.max()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            name = _numpy_dtype_name(dtype)
+            raise CodecError(f"{field} value {int(bad)} is out of range for {name}")
+    return wide.astype(dtype)
+
+
+def _numpy_dtype_name(dtype: np.dtype) -> str:
+    """Human name of a numpy dtype as used in error messages (``"uint8"``)."""
+    return np.dtype(dtype).newbyteorder("=").name

@@ -82,3 +82,15 @@ def test_unsupported_dtype_is_named():
     proto = protos.TensorProto(dtype=protos.DATA_TYPE["DT_COMPLEX64"])
     with pytest.raises(CodecError, match="DT_8"):
         tensor_proto_to_ndarray(proto)
+
+
+@pytest.mark.parametrize(
+    ("dtype_name", "field", "value"),
+    [("DT_UINT8", "int_val", 300), ("DT_INT8", "int_val", -129), ("DT_HALF", "half_val", 70000)],
+)
+def test_typed_values_out_of_range_are_refused_not_wrapped(dtype_name, field, value):
+    proto = protos.TensorProto(dtype=protos.DATA_TYPE[dtype_name])
+    proto.tensor_shape.dim.add().size = 1
+    getattr(proto, field).append(value)
+    with pytest.raises(CodecError, match=f"{field} value {value} is out of range"):
+        tensor_proto_to_ndarray(proto)
