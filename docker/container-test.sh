@@ -174,10 +174,12 @@ fetch_wheels() {
     # The ml images install tensorflow-cpu at the version docker/requirements-ml.txt pins.
     tf="$(grep -E '^tensorflow==' "$ROOT/docker/requirements-ml.txt" | sed 's/^tensorflow/tensorflow-cpu/')"
     mkdir -p "$wheels"
+    # not the full tensorflow wheel (570 MB) the ml lock names: the images take tensorflow-cpu
+    grep -v -E '^tensorflow==' "$ROOT/docker/requirements-ml.txt" > "$STATE/tmp/requirements-ml.txt"
     nice -n 10 "$py" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --no-deps --dest "$wheels" \
         --requirement "$ROOT/docker/requirements-base.txt" \
-        --requirement "$ROOT/docker/requirements-ml.txt" \
+        --requirement "$STATE/tmp/requirements-ml.txt" \
         --requirement "$ROOT/docker/requirements-load.txt" \
         "$tf" 'setuptools>=68' wheel 2> "$STATE/pip-download.log" ||
         die "pip download failed, see $STATE/pip-download.log"
