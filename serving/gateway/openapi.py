@@ -12,6 +12,7 @@ from typing import Any
 from serving.gateway.catalog import CardInfo
 from serving.gateway.config import GatewayConfig
 from serving.gateway.security import document_security
+from training.data.housing import DEEP_FEATURES, FEATURE_NAMES, WIDE_FEATURES
 
 _REF = "#/components/schemas/"
 
@@ -41,17 +42,6 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
-#: Used only when the gateway has no housing model card; otherwise the card's feature names.
-DEFAULT_HOUSING_FEATURES = (
-    "MedInc",
-    "HouseAge",
-    "AveRooms",
-    "AveBedrms",
-    "Population",
-    "AveOccup",
-    "Latitude",
-    "Longitude",
-)
 _PIXEL = {"type": "integer", "minimum": 0, "maximum": 255}
 _VERSION = {"type": "integer", "minimum": 1}
 _LABEL = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "examples": ["stable", "canary"]}
@@ -452,7 +442,8 @@ def _document(
 def openapi_document(config: GatewayConfig, housing_card: CardInfo | None = None) -> dict[str, Any]:
     """The document for this configuration; housing feature names and input widths come from
     the housing model card when the gateway has one."""
-    features, widths = DEFAULT_HOUSING_FEATURES, (5, 6)
+    # Without a card (no housing model exported yet), the training job's feature order.
+    features, widths = tuple(FEATURE_NAMES), (len(WIDE_FEATURES), len(DEEP_FEATURES))
     if housing_card is not None and housing_card.input_features:
         inputs = housing_card.input_features
         features = housing_card.feature_names or tuple(

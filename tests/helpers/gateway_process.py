@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers.modelserver_process import free_port
+from tests.helpers.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN_CONF = REPO_ROOT / "serving" / "gateway" / "gunicorn.conf.py"
@@ -107,13 +107,4 @@ def running_gateway(
         stop_gateway(process)
 
 
-def stop_gateway(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM (gunicorn's graceful shutdown), wait; SIGKILL if it does not exit."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
+stop_gateway = stop_process

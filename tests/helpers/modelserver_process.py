@@ -4,7 +4,6 @@ benchmarks and other packages' fixtures)."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.helpers.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "serving" / "models.config"
@@ -146,13 +147,4 @@ def running_modelserver(
         stop_modelserver(process)
 
 
-def stop_modelserver(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM, wait; SIGKILL if it does not exit. Returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
+stop_modelserver = stop_process

@@ -32,6 +32,7 @@ from serving.gateway.parsing import (
     parse_json_object,
     parse_params,
 )
+from training.data.housing import DEEP_FEATURES, FEATURE_NAMES, WIDE_FEATURES
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("SECURITY_PROPERTY_EXAMPLES", "100")),
@@ -222,19 +223,9 @@ def test_query_parameters_raise_only_api_errors(query) -> None:
 @SETTINGS
 @given(instances=st.lists(_JSON, max_size=3), with_card=st.booleans())
 def test_housing_inputs_raise_only_api_errors(instances, with_card: bool) -> None:
-    features = (
-        "MedInc",
-        "HouseAge",
-        "AveRooms",
-        "AveBedrms",
-        "Population",
-        "AveOccup",
-        "Latitude",
-        "Longitude",
-    )
-    card = {"wide": features[:5], "deep": features[2:]} if with_card else None
+    card = {"wide": WIDE_FEATURES, "deep": DEEP_FEATURES} if with_card else None
     try:
-        inputs = housing_inputs(instances, card, features if with_card else None)
+        inputs = housing_inputs(instances, card, FEATURE_NAMES if with_card else None)
     except ApiError as exc:
         assert exc.status in (400, 500)  # 500 only: named features without a model card
         assert exc.status == 400 or not with_card
