@@ -39,8 +39,10 @@ def _assert_error(status: int, headers, body: bytes, expected_status: int, *code
 
 
 @pytest.fixture(scope="module")
-def app_client(fake_backend):
-    return create_app(GatewayConfig(model_server_grpc=fake_backend.target)).test_client()
+def app_client(fake_backend, models_root):
+    # The model cards come from the session's exported models, never from the checkout's models/.
+    config = GatewayConfig(model_server_grpc=fake_backend.target, model_cards_dir=models_root)
+    return create_app(config).test_client()
 
 
 @pytest.fixture
