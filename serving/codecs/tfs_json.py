@@ -362,15 +362,7 @@ def decode_predict_request(
         raw = body.encode() if isinstance(body, str) else bytes(body)
         # JSON spells booleans only as these tokens; without them numpy's fast path is exact.
         may_hold_bools = b"true" in raw or b"false" in raw
-    if not isinstance(doc, dict):
-        raise CodecError(f"JSON Value: {excerpt(doc)} Is not object")
-
-    signature_name = doc.get("signature_name")
-    if signature_name is not None and not isinstance(signature_name, str):
-        raise CodecError(
-            f"JSON Value: {excerpt(signature_name)} not formatted correctly. "
-            "'signature_name' key must be a string value."
-        )
+    signature_name = request_signature_name(doc)
     has_instances = "instances" in doc
     has_inputs = "inputs" in doc
     if has_instances and has_inputs:
@@ -743,3 +735,17 @@ def decode_predict_response(
             return {name: _from_json_value(value) for name, value in outputs.items()}
         return {single_output_name: _from_json_value(outputs)}
     raise CodecError("answer has neither 'predictions' nor 'outputs'")
+
+
+def request_signature_name(doc: Any) -> str | None:
+    """The ``signature_name`` of a request body (predict, classify, regress), checked as TF
+    Serving does: the body must be a JSON object and the name, when given, a string."""
+    if not isinstance(doc, dict):
+        raise CodecError(f"JSON Value: {excerpt(doc)} Is not object")
+    signature_name = doc.get("signature_name")
+    if signature_name is not None and not isinstance(signature_name, str):
+        raise CodecError(
+            f"JSON Value: {excerpt(signature_name)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    return signature_name

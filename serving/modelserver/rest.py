@@ -257,14 +257,7 @@ def _model_ref(name: str, version: str | None, label: str | None) -> ModelRef:
 def _parse_examples_request(body: bytes, verb: str) -> str | None:
     """The checks TF Serving makes on a classify/regress body before looking at the model."""
     doc = tfs_json.loads(body)
-    if not isinstance(doc, dict):
-        raise CodecError(f"JSON Value: {tfs_json.excerpt(doc)} Is not object")
-    signature_name = doc.get("signature_name")
-    if signature_name is not None and not isinstance(signature_name, str):
-        raise CodecError(
-            f"JSON Value: {tfs_json.excerpt(signature_name)} not formatted correctly. "
-            "'signature_name' key must be a string value."
-        )
+    signature_name = tfs_json.request_signature_name(doc)
     if "examples" not in doc:
         raise CodecError(f"When method is {verb}, key 'examples' is expected and was not found")
     examples = doc["examples"]
