@@ -49,8 +49,9 @@ class GatewayConfig:
     housing_model: str = "housing"
     #: Seconds a client is told to wait (Retry-After) when the model server is unavailable.
     retry_after_seconds: int = 1
-    #: Predictions one worker serves at once; more get 503 ``overloaded`` (0: no cap).
-    max_inflight: int = 0
+    #: Predictions one worker serves at once; more get 503 ``overloaded`` (0: no cap). With gevent
+    #: workers every open connection can be in the app, so the cap is what bounds the queue.
+    max_inflight: int = 128
     #: API keys (GATEWAY_API_KEYS, comma-separated); empty: authentication off. Never printed.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     #: Whether GET /metrics also needs a key (when keys are on).

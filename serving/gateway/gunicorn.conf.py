@@ -31,11 +31,12 @@ def _text(name: str, default: str) -> str:
 
 bind = _text("GATEWAY_BIND", "0.0.0.0:8000").split(",")  # several: comma-separated
 workers = _int("GATEWAY_WORKERS", os.cpu_count() or 2)
-worker_class = _text("GATEWAY_WORKER_CLASS", "gthread")
-# gthread with 16 threads: measured best on 2 cores (docs/performance.md). Threads mostly wait on
-# the model server; more of them let a worker coalesce more requests into one backend call.
-threads = _int("GATEWAY_THREADS", 16)
-worker_connections = _int("GATEWAY_WORKER_CONNECTIONS", 1000)  # gevent: concurrent requests
+# gevent: measured best on an idle 2-core box (docs/performance.md): one event loop per worker
+# parses requests while earlier ones wait on the model server, and every waiting request can join
+# the worker's next coalesced backend call. gthread pays a thread hand-off per request.
+worker_class = _text("GATEWAY_WORKER_CLASS", "gevent")
+threads = _int("GATEWAY_THREADS", 16)  # gthread only
+worker_connections = _int("GATEWAY_WORKER_CONNECTIONS", 1000)  # gevent: concurrent connections
 timeout = _int("GATEWAY_WORKER_TIMEOUT", 30)  # a silent worker is killed after this long
 graceful_timeout = _int("GATEWAY_GRACEFUL_TIMEOUT", 20)  # in-flight requests get this on TERM
 keepalive = _int("GATEWAY_KEEPALIVE", 5)  # seconds an idle keep-alive connection stays open

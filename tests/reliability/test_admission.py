@@ -67,7 +67,7 @@ def test_over_the_cap_is_503_overloaded_and_probes_still_answer(monkeypatch) -> 
 
 
 def test_cap_off_by_default_and_refuses_negative() -> None:
-    assert GatewayConfig.from_env({}).max_inflight == 0
+    assert GatewayConfig.from_env({}).max_inflight == 128
     assert GatewayConfig.from_env({"GATEWAY_MAX_INFLIGHT": "8"}).max_inflight == 8
     with pytest.raises(ConfigError, match="GATEWAY_MAX_INFLIGHT"):
         GatewayConfig.from_env({"GATEWAY_MAX_INFLIGHT": "-1"})
