@@ -11,6 +11,7 @@ import logging
 
 import orjson
 from flask import Flask, Response
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from serving.codecs import CodecError
@@ -38,11 +39,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+#: The message of every 500: the details go to the log only.
+INTERNAL_MESSAGE = "internal error; the gateway logged the details"
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON body of every error answer."""
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    response = Response(body, status=status, mimetype="application/json")
+    response = Response(error_body(code, message), status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
@@ -115,7 +124,24 @@ def register_error_handlers(app: Flask, *, retry_after: int, max_body_bytes: int
                 response.headers[name] = value
         return response
 
+    # gunicorn decodes a chunked body only while the app reads it, so broken framing surfaces
+    # here as an OSError (a 500 otherwise), not in gunicorn's own 400 path. The messages are
+    # fixed: gunicorn's would quote body bytes.
+    @app.errorhandler(InvalidChunkSize)
+    @app.errorhandler(ChunkMissingTerminator)
+    @app.errorhandler(NoMoreData)
+    def _bad_chunked_body(error: OSError) -> Response:
+        if isinstance(error, InvalidChunkSize):
+            problem = "a chunk size is not a hexadecimal number"
+        elif isinstance(error, ChunkMissingTerminator):
+            problem = "a chunk does not end with CRLF"
+        else:
+            problem = "the body ended before its last (zero-size) chunk"
+        return error_response(
+            400, "invalid_chunked_encoding", f"malformed chunked request body: {problem}"
+        )
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(500, "internal", "internal error; the gateway logged the details")
+        return error_response(500, "internal", INTERNAL_MESSAGE)
