@@ -2,7 +2,8 @@
 
 Routes raise ``ApiError`` (or let ``CodecError`` / ``BackendError`` propagate); the handlers
 registered here turn them, and Flask/werkzeug's own HTTP errors, into JSON. Unexpected exceptions
-become a 500 without a trace (logged server side).
+become a 500 without a trace (logged server side). Requests gunicorn refuses before the app runs
+get the same body from ``serving/gateway/workers.py`` (``error_body``).
 """
 
 from __future__ import annotations

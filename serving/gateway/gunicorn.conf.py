@@ -36,6 +36,17 @@ workers = _int("GATEWAY_WORKERS", os.cpu_count() or 2)
 # the worker's next coalesced backend call. gthread pays a thread hand-off per request.
 worker_class = _text("GATEWAY_WORKER_CLASS", "gevent")
 threads = _int("GATEWAY_THREADS", 16)  # gthread only
+# The names map to gunicorn's workers subclassed in serving/gateway/workers.py, which answer the
+# requests gunicorn refuses before the app (over-long request line, too many headers, ...) with
+# the JSON error shape instead of an HTML page. Any other value (a dotted class path) is kept.
+# With threads > 1 gunicorn runs "sync" (or any class named *SyncWorker) as its own gthread
+# worker; "sync" maps the same way here, so that swap never drops the JSON answers.
+_WORKERS = "serving.gateway.workers."
+worker_class = {
+    "sync": _WORKERS + ("ThreadWorker" if threads > 1 else "SyncWorker"),
+    "gthread": _WORKERS + "ThreadWorker",
+    "gevent": _WORKERS + "GeventWorker",
+}.get(worker_class, worker_class)
 worker_connections = _int("GATEWAY_WORKER_CONNECTIONS", 1000)  # gevent: concurrent connections
 timeout = _int("GATEWAY_WORKER_TIMEOUT", 30)  # a silent worker is killed after this long
 graceful_timeout = _int("GATEWAY_GRACEFUL_TIMEOUT", 20)  # in-flight requests get this on TERM
@@ -69,7 +80,7 @@ def on_starting(server) -> None:
 def post_worker_init(worker) -> None:
     # gevent workers monkey-patch the stdlib in init_process(); gRPC must be told to cooperate
     # after that and before any channel exists (ours are created on the first request).
-    if "gevent" in worker_class:
+    if "gevent" in worker_class.lower():  # also serving.gateway.workers.GeventWorker
         import grpc.experimental.gevent
 
         grpc.experimental.gevent.init_gevent()

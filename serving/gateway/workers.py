@@ -1,0 +1,205 @@
+"""gunicorn workers whose own error answers use the gateway's JSON error shape.
+
+gunicorn refuses some requests before the app runs: a request line longer than
+``limit_request_line``, too many or too long headers (``limit_request_fields``,
+``limit_request_field_size``), a malformed request line, method, version or header, conflicting
+``Content-Length``/``Transfer-Encoding``, an unsupported transfer coding. Stock gunicorn answers
+them with a small HTML page; these workers answer ``{"error": {"code": ..., "message": ...}}``
+with gunicorn's status codes and keep its logging (a warning per refused request, a traceback for
+a real 500, the access-log line). A 500 says only that the gateway logged the details.
+
+``gunicorn.conf.py`` maps ``GATEWAY_WORKER_CLASS`` (``sync``, ``gthread``, ``gevent``) to
+``SyncWorker``, ``ThreadWorker`` and ``GeventWorker`` here. gunicorn's master imports this module
+to find the class before it forks, so the module imports neither the app (``errors.py`` brings
+Flask and gRPC; it is imported when an answer is written, in a worker that has loaded the app)
+nor gevent (only ``GeventWorker`` does, on first access).
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+from gunicorn import util
+from gunicorn.config import Config
+from gunicorn.http import errors as http_errors
+from gunicorn.http.wsgi import Response, default_environ
+from gunicorn.workers.base import Worker
+from gunicorn.workers.gthread import ThreadWorker as _StockThreadWorker
+from gunicorn.workers.sync import SyncWorker as _StockSyncWorker
+
+#: Longest piece of the client's request quoted back in a message.
+_QUOTE_CHARS = 64
+
+# What serving/gateway/security.py adds to every response the app writes.
+_SECURITY_HEADERS = "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    status: int
+    code: str
+    message: str
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    if len(text) > _QUOTE_CHARS:
+        return repr(text[:_QUOTE_CHARS]) + "..."
+    return repr(text)
+
+
+def describe_error(exc: BaseException, cfg: Config) -> ErrorAnswer | None:
+    """The answer to a request gunicorn refused with ``exc``, with the status gunicorn 23's
+    ``Worker.handle_error`` gives it; None when ``exc`` is not about the request (a real 500)."""
+    e = http_errors
+    if isinstance(exc, e.LimitRequestLine):
+        return ErrorAnswer(
+            400, "request_line_too_long", f"request line is longer than {exc.max_size} bytes"
+        )
+    if isinstance(exc, e.LimitRequestHeaders):
+        # gunicorn tells its three header limits apart only by the message text.
+        if str(exc) == "limit request headers fields":
+            message = f"too many header fields: more than {cfg.limit_request_fields}"
+        elif str(exc) == "limit request headers fields size":
+            message = f"a header field is longer than {cfg.limit_request_field_size} bytes"
+        else:
+            message = "the request's header section is too large"
+        return ErrorAnswer(431, "headers_too_large", message)
+    if isinstance(exc, e.InvalidRequestLine):
+        return ErrorAnswer(400, "invalid_request_line", f"malformed request line {_quote(exc.req)}")
+    if isinstance(exc, e.InvalidRequestMethod):
+        return ErrorAnswer(400, "invalid_method", f"invalid HTTP method {_quote(exc.method)}")
+    if isinstance(exc, e.InvalidHTTPVersion):
+        version = exc.version
+        if isinstance(version, tuple):
+            version = "HTTP/" + ".".join(str(part) for part in version)
+        return ErrorAnswer(
+            400, "invalid_http_version", f"unsupported HTTP version {_quote(version)}"
+        )
+    if isinstance(exc, e.InvalidHeaderName):
+        return ErrorAnswer(400, "invalid_header", f"invalid header name {_quote(exc.hdr)}")
+    if isinstance(exc, e.InvalidHeader):
+        return ErrorAnswer(
+            400, "invalid_header", f"malformed, repeated or conflicting header {_quote(exc.hdr)}"
+        )
+    if isinstance(exc, e.ObsoleteFolding):
+        return ErrorAnswer(
+            400,
+            "invalid_header",
+            f"header {_quote(exc.hdr)} is folded over several lines (obsolete, not accepted)",
+        )
+    if isinstance(exc, e.InvalidSchemeHeaders):
+        return ErrorAnswer(400, "invalid_header", "contradictory scheme headers")
+    if isinstance(exc, e.UnsupportedTransferCoding):
+        return ErrorAnswer(
+            501,
+            "unsupported_transfer_encoding",
+            f"unsupported Transfer-Encoding {_quote(exc.hdr)}; send chunked or a Content-Length",
+        )
+    if isinstance(exc, e.InvalidProxyLine):
+        return ErrorAnswer(400, "invalid_proxy_line", "malformed PROXY protocol line")
+    if isinstance(exc, e.ForbiddenProxyRequest):
+        return ErrorAnswer(403, "forbidden", "PROXY protocol is not accepted from this address")
+    if isinstance(exc, ssl.SSLError):
+        return ErrorAnswer(403, "forbidden", "TLS error")
+    if isinstance(exc, e.ConfigurationProblem):
+        # gunicorn's own misconfiguration, not the client's fault: logged, not told.
+        return ErrorAnswer(500, "internal", _internal_message())
+    return None
+
+
+# errors.py is imported at call time, never at module import (see the module docstring).
+def _internal_message() -> str:
+    from serving.gateway.errors import INTERNAL_MESSAGE
+
+    return INTERNAL_MESSAGE
+
+
+def json_body(answer: ErrorAnswer) -> bytes:
+    """``answer`` as the gateway's JSON error body."""
+    from serving.gateway.errors import error_body
+
+    return error_body(answer.code, answer.message)
+
+
+def http_response(status: int, body: bytes) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 response with a JSON ``body``."""
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"{_SECURITY_HEADERS}\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class JsonErrorsMixin(Worker):
+    """Replaces ``Worker.handle_error`` (gunicorn 23): same statuses and logging, JSON body."""
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        request_start = datetime.now()
+        addr = addr or ("", -1)  # unix socket
+        answer = describe_error(exc, self.cfg)
+        if answer is not None:
+            # InvalidRequestLine has a .req too, but it is the line, not a request.
+            header_error = (http_errors.InvalidHeader, http_errors.InvalidHeaderName)
+            if isinstance(exc, header_error) and not req and getattr(exc, "req", None):
+                req = exc.req  # for the access log
+            self.log.warning("Invalid request from ip=%s: %s", addr[0], exc)
+        else:
+            if hasattr(req, "uri"):
+                self.log.exception("Error handling request %s", req.uri)
+            else:
+                self.log.exception("Error handling request (no URI read)")
+            answer = ErrorAnswer(500, "internal", _internal_message())
+        try:
+            body = json_body(answer)
+        except Exception:
+            self.log.exception("Failed to build the error answer")
+            return
+        if req is not None:
+            environ = default_environ(req, client, self.cfg)
+            environ["REMOTE_ADDR"] = addr[0]
+            environ["REMOTE_PORT"] = str(addr[1])
+            resp = Response(req, client, self.cfg)
+            resp.status = f"{answer.status} {HTTPStatus(answer.status).phrase}"
+            resp.response_length = len(body)
+            self.log.access(resp, req, environ, datetime.now() - request_start)
+        try:
+            util.write_nonblock(client, http_response(answer.status, body))
+        except Exception:
+            self.log.debug("Failed to send error message.")
+
+
+class SyncWorker(JsonErrorsMixin, _StockSyncWorker):
+    """gunicorn's sync worker, answering its own request errors in JSON."""
+
+
+class ThreadWorker(JsonErrorsMixin, _StockThreadWorker):
+    """gunicorn's gthread worker, answering its own request errors in JSON."""
+
+
+@functools.cache
+def _gevent_worker() -> type[Worker]:
+    from gunicorn.workers.ggevent import GeventWorker as StockGeventWorker
+
+    class GeventWorker(JsonErrorsMixin, StockGeventWorker):
+        """gunicorn's gevent worker, answering its own request errors in JSON."""
+
+    GeventWorker.__qualname__ = "GeventWorker"
+    return GeventWorker
+
+
+def __getattr__(name: str) -> type[Worker]:
+    # GeventWorker is built on first access: gunicorn's gevent worker imports gevent, which the
+    # master and sync/gthread workers have no use for.
+    if name == "GeventWorker":
+        return _gevent_worker()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
