@@ -25,6 +25,7 @@ from serving.codecs.images import (
     pixels_to_batch,
     pixels_to_image,
 )
+from serving.codecs.json_pixels import split_pixel_instances
 from serving.gateway.errors import ApiError
 
 PARAMETERS = ("top_k", "version", "version_label", "invert", "return_image")
@@ -73,6 +74,16 @@ def parse_json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ApiError(400, "invalid_json", f"expected a JSON object, got {_json_kind(document)}")
+    _check_fields(document, allowed)
+    if "instances" not in document:
+        raise ApiError(400, "missing_instances", 'the JSON object needs an "instances" list')
+    if not isinstance(document["instances"], list):
+        kind = _json_kind(document["instances"])
+        raise ApiError(400, "invalid_instances", f'"instances" must be a list, got {kind}')
+    return document
+
+
+def _check_fields(document: Mapping[str, Any], allowed: Iterable[str]) -> None:
     allowed = tuple(allowed)
     unknown = [key for key in document if key not in allowed]
     if unknown:
@@ -81,12 +92,6 @@ def parse_json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
             "unknown_field",
             f"unknown field {quoted(unknown[0])}; expected {', '.join(allowed)}",
         )
-    if "instances" not in document:
-        raise ApiError(400, "missing_instances", 'the JSON object needs an "instances" list')
-    if not isinstance(document["instances"], list):
-        kind = _json_kind(document["instances"])
-        raise ApiError(400, "invalid_instances", f'"instances" must be a list, got {kind}')
-    return document
 
 
 def check_count(count: int, limit: int, what: str = "instances") -> None:
@@ -209,6 +214,28 @@ def _invert(value: Any) -> str | None:
 
 
 # -- Fashion-MNIST inputs ------------------------------------------------------------------
+
+
+#: JSON bodies at least this big try the vectorised pixel reader first; below it (about 11
+#: images) orjson + numpy is faster (measured in docs/performance.md).
+FAST_PIXELS_BYTES = 32 * 1024
+
+
+def fashion_json(
+    body: bytes, query: Mapping[str, str], max_instances: int, max_pixels: int
+) -> tuple[Params, np.ndarray]:
+    """A JSON /predict body -> (parameters, uint8 [N, 28, 28])."""
+    split = split_pixel_instances(body) if len(body) >= FAST_PIXELS_BYTES else None
+    if split is not None:
+        fields, images = split
+        _check_fields(fields, ("instances", *PARAMETERS))
+        params = parse_params(query, fields)
+        check_count(len(images), max_instances)
+        return params, _invert_pixels(images, params.invert)
+    document = parse_json_object(body, ("instances", *PARAMETERS))
+    params = parse_params(query, document)
+    check_count(len(document["instances"]), max_instances)
+    return params, images_from_json(document, body, params, max_pixels)
 
 
 def images_from_json(

@@ -18,8 +18,8 @@ from serving.gateway.parsing import (
     Params,
     check_count,
     decode_one_image,
+    fashion_json,
     housing_inputs,
-    images_from_json,
     is_json,
     media_type,
     parse_json_object,
@@ -48,12 +48,9 @@ def predict_fashion() -> Response:
     g.model = config.fashion_model
     mimetype = media_type(request)
     if is_json(mimetype):
-        body = request.get_data()
-        document = parse_json_object(body, ("instances", *PARAMETERS))
-        params = parse_params(_query(), document)
-        instances = document["instances"]
-        check_count(len(instances), config.max_instances)
-        images = images_from_json(document, body, params, config.max_image_pixels)
+        params, images = fashion_json(
+            request.get_data(), _query(), config.max_instances, config.max_image_pixels
+        )
     elif mimetype == "multipart/form-data":
         params, images = _images_from_multipart(config.max_instances, config.max_image_pixels)
     elif mimetype in IMAGE_TYPES:

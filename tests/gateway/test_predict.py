@@ -9,10 +9,12 @@ import base64
 import io
 
 import numpy as np
+import orjson
 import pytest
 from PIL import Image
 
 from serving.codecs.images import decode_image
+from serving.gateway.parsing import FAST_PIXELS_BYTES
 from serving.modelcard import load_model_card
 
 TOLERANCE = 1e-5
@@ -53,13 +55,34 @@ def class_names(gateway_models) -> list[str]:
 
 
 @pytest.mark.parametrize("layout", ["nested", "flat"])
-def test_json_pixels_match_the_saved_model(http, reference, class_names, layout):
-    images = _images(5)
-    instances = images.tolist() if layout == "nested" else images.reshape(5, -1).tolist()
-    reply = http.post_json("/predict", {"instances": instances})
+@pytest.mark.parametrize("count", [5, 40])  # 40: a body past FAST_PIXELS_BYTES (vectorised reader)
+def test_json_pixels_match_the_saved_model(http, reference, class_names, layout, count):
+    images = _images(count)
+    instances = images.tolist() if layout == "nested" else images.reshape(count, -1).tolist()
+    reply = http.post_json("/predict", {"instances": instances, "top_k": 2})
     assert reply.status == 200, reply.body
     expected = reference("fashion_mnist", 2, images=images)
     _check_fashion_answer(reply.json, expected, 2, class_names)
+    assert all(len(item["top_k"]) == 2 for item in reply.json["predictions"])
+
+
+def test_big_json_batches_get_the_same_errors_as_small_ones(http):
+    images = _images(40)
+    images[27, 3, 5] = 0
+    body = {"instances": images.tolist()}
+    body["instances"][27][3][5] = 300
+    assert len(orjson.dumps(body)) >= FAST_PIXELS_BYTES
+    reply = http.post_json("/predict", body)
+    assert reply.status == 400
+    assert reply.json["error"]["code"] == "invalid_input"
+    assert "instance 27" in reply.json["error"]["message"]
+    assert "300" in reply.json["error"]["message"]
+    body["instances"][27][3][5] = 1
+    body["colour"] = "red"
+    reply = http.post_json("/predict", body)
+    assert reply.status == 400
+    assert reply.json["error"]["code"] == "unknown_field"
+    assert "'colour'" in reply.json["error"]["message"]
 
 
 def test_real_fashion_mnist_images_match_the_saved_model(

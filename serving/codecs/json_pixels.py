@@ -1,0 +1,143 @@
+"""Fast path for big JSON pixel batches: ``{"instances": [[[0..255 ints]]]}`` bytes -> uint8.
+
+``orjson.loads`` turns a 256-image body (730 kB) into 200k Python ints and numpy then walks
+them again; together ≈ half of the gateway's CPU for such a request (docs/performance.md).
+Here the ``instances`` array is read straight from the bytes with a few vectorised passes.
+
+It only accepts what it can prove is the plain form, and answers ``None`` for anything else
+(floats, negative or > 255 values, other layouts, escapes, malformed JSON, ...), so callers fall
+back to the general path, which words the errors. When it answers, ``orjson.loads(body)``
+succeeds and gives the same images and the same other fields (tests/shared/test_json_pixels.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+
+IMAGE_SIDE = 28
+_KEY = b'"instances"'
+_AFTER_KEY = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*\[")
+
+_SPACES = b" \t\n\r"
+
+
+def split_pixel_instances(body: bytes) -> tuple[dict[str, Any], np.ndarray] | None:
+    """``(the JSON object without "instances", uint8 [N, 28, 28])`` when ``body`` is a JSON
+    object whose ``instances`` are images of 28x28 or 784 integers in 0..255; else ``None``."""
+    start = _instances_start(body)
+    if start is None:
+        return None
+    tail = np.frombuffer(body, dtype=np.uint8, offset=start)
+    brackets = np.flatnonzero((tail == ord("[")) | (tail == ord("]")))
+    depth = np.cumsum(np.where(tail[brackets] == ord("["), 1, -1))
+    closed = np.flatnonzero(depth == 0)
+    if not len(closed):
+        return None
+    end = int(brackets[closed[0]]) + 1  # the instances array is tail[:end]
+    pixels = _pixels(body[start : start + end])
+    if pixels is None:
+        return None
+    rest = body[:start] + b"[]" + body[start + end :]
+    if b"\\" in rest:  # an escaped key could be a second "instances"; let the full parser decide
+        return None
+    try:
+        document = orjson.loads(rest)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or document.get("instances") != []:
+        return None
+    del document["instances"]
+    return document, pixels
+
+
+def _instances_start(body: bytes) -> int | None:
+    first = body.find(_KEY)
+    if first < 0 or body.find(_KEY, first + 1) >= 0:
+        return None
+    after = _AFTER_KEY.match(body, first + len(_KEY))
+    return None if after is None else after.end() - 1
+
+
+def _pixels(text: bytes) -> np.ndarray | None:
+    """``text``: a JSON array from its "[" to its matching "]"."""
+    compact = text.translate(None, _SPACES)
+    if len(compact) != len(text) and _splits_a_number(text):
+        return None  # "7 7" would read as 77
+    chars = np.frombuffer(compact, dtype=np.uint8)
+    digit = (chars - np.uint8(ord("0"))) < 10
+    opens, closes, commas = chars == ord("["), chars == ord("]"), chars == ord(",")
+    if not (digit | opens | closes | commas).all():
+        return None  # "-", ".", "e", quotes, letters: not the plain form
+    # JSON's grammar for nested arrays of numbers, as the pairs of characters it forbids.
+    now, after = slice(None, -1), slice(1, None)
+    if (
+        (opens[now] & commas[after])
+        | (digit[now] & opens[after])
+        | (closes[now] & (opens[after] | digit[after]))
+        | (commas[now] & (commas[after] | closes[after]))
+    ).any():
+        return None
+    starts = digit.copy()
+    starts[1:] &= ~digit[:-1]
+    if (starts[:-1] & (chars[:-1] == ord("0")) & digit[1:]).any():
+        return None  # a leading zero: not JSON
+    if (digit[:-3] & digit[1:-2] & digit[2:-1] & digit[3:]).any():
+        return None  # a number > 999: the general path words the error
+    ends = np.flatnonzero(digit[:-1] & ~digit[1:])  # the last character is "]"
+    values = _numbers(chars, digit, ends)
+    if not len(values) or values.max() > 255:
+        return None
+    images = _layout(chars, ends)
+    if images is None:
+        return None
+    return values.astype(np.uint8).reshape(images, IMAGE_SIDE, IMAGE_SIDE)
+
+
+def _splits_a_number(text: bytes) -> bool:
+    """Whether a run of whitespace has a digit on both sides (JSON needs a comma there)."""
+    chars = np.frombuffer(text, dtype=np.uint8)
+    space = (chars == 32) | (chars == 10) | (chars == 13) | (chars == 9)
+    digit = (chars - np.uint8(ord("0"))) < 10
+    first = np.flatnonzero(space[1:] & ~space[:-1]) + 1  # text[0] is "[", never a space
+    last = np.flatnonzero(space[:-1] & ~space[1:])  # the last character is "]"
+    return bool((digit[first - 1] & digit[last + 1]).any())
+
+
+def _numbers(chars: np.ndarray, digit: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The value of each number (of at most 3 digits) ending at ``ends`` (never 0: the text
+    starts with "[", so ``ends - 1`` and ``ends - 2`` index real characters or wrap harmlessly
+    onto the closing "]", which is no digit)."""
+    values = chars[ends].astype(np.int16) - ord("0")
+    has_tens = digit[ends - 1]
+    values += np.where(has_tens, (chars[ends - 1].astype(np.int16) - ord("0")) * 10, 0)
+    has_hundreds = has_tens & digit[ends - 2]
+    values += np.where(has_hundreds, (chars[ends - 2].astype(np.int16) - ord("0")) * 100, 0)
+    return values
+
+
+def _layout(chars: np.ndarray, ends: np.ndarray) -> int | None:
+    """The number of images when every image is 28 rows of 28 numbers or one row of 784, and
+    numbers appear only in those rows; ``None`` for any other nesting."""
+    brackets = np.flatnonzero((chars == ord("[")) | (chars == ord("]")))
+    shape = chars[brackets]
+    pattern, inner = shape.tobytes(), len(shape) - 2  # inner: brackets inside the outer array
+    per_image = 2 + 2 * IMAGE_SIDE  # "[" + 28 x "[]" + "]"
+    if inner % per_image == 0 and pattern == (
+        b"[" + (b"[" + b"[]" * IMAGE_SIDE + b"]") * (inner // per_image) + b"]"
+    ):
+        images, per_row = inner // per_image, IMAGE_SIDE
+    elif inner % 2 == 0 and pattern == b"[" + b"[]" * (inner // 2) + b"]":
+        images, per_row = inner // 2, IMAGE_SIDE * IMAGE_SIDE
+    else:
+        return None
+    if images == 0 or len(ends) != images * IMAGE_SIDE * IMAGE_SIDE:
+        return None
+    # Rows are the "[" directly followed by "]" in the bracket pattern: each must hold exactly
+    # per_row numbers; with the total above, no number is anywhere else.
+    rows = np.flatnonzero((shape[:-1] == ord("[")) & (shape[1:] == ord("]")))
+    counts = np.searchsorted(ends, brackets[rows + 1]) - np.searchsorted(ends, brackets[rows])
+    return images if (counts == per_row).all() else None
