@@ -235,6 +235,7 @@ class MergedWrites:
 
 @functools.cache
 def _gevent_worker() -> type[Worker]:
+    import gevent
     from gunicorn.workers.ggevent import GeventWorker as StockGeventWorker
 
     class GeventWorker(JsonErrorsMixin, StockGeventWorker):
@@ -243,6 +244,14 @@ def _gevent_worker() -> type[Worker]:
 
         def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
             super().handle(listener, MergedWrites(client), addr)
+
+        def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+            answer = super().handle_request(listener_name, req, sock, addr)
+            # A keep-alive connection whose next request is already buffered would be served
+            # again without yielding, starving every other connection of this worker (measured:
+            # p99 of 1.6-5 s with p50 of 1 ms for requests that never wait on the model server).
+            gevent.sleep(0)
+            return answer
 
     GeventWorker.__qualname__ = "GeventWorker"
     return GeventWorker
