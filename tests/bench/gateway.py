@@ -459,8 +459,9 @@ def check_targets(
 
 
 WORKER_CONFIGS: dict[str, dict[str, str]] = {
-    "sync x2": {"GATEWAY_WORKER_CLASS": "sync", "GATEWAY_WORKERS": "2"},
-    "sync x4": {"GATEWAY_WORKER_CLASS": "sync", "GATEWAY_WORKERS": "4"},
+    # GATEWAY_THREADS=1: with more threads gunicorn silently runs "sync" as gthread.
+    "sync x2": {"GATEWAY_WORKER_CLASS": "sync", "GATEWAY_WORKERS": "2", "GATEWAY_THREADS": "1"},
+    "sync x4": {"GATEWAY_WORKER_CLASS": "sync", "GATEWAY_WORKERS": "4", "GATEWAY_THREADS": "1"},
     "gthread x2, 4 threads": {
         "GATEWAY_WORKER_CLASS": "gthread",
         "GATEWAY_WORKERS": "2",
