@@ -12,7 +12,8 @@ requests are still counted):
   ``Referrer-Policy: no-referrer``; HTML without its own policy gets a deny-all CSP.
 - Bodies without a Content-Length (chunked) are read up to ``GATEWAY_MAX_BODY_BYTES`` + 1 bytes
   and refused with 413 past the limit. werkzeug alone would silently cut such a body at the limit
-  and hand the view a truncated upload.
+  and hand the view a truncated upload. Transfer codings other than plain ``chunked`` (e.g.
+  ``gzip, chunked``, which gunicorn passes on compressed) get 501.
 - Flask's debug mode is forced off (``FLASK_DEBUG`` in the environment must not turn a served app
   into one that propagates exceptions).
 
@@ -96,10 +97,24 @@ def install(app: Flask, config: GatewayConfig) -> None:
     limit = config.max_body_bytes
 
     @app.before_request
-    def _bounded_streaming_body() -> None:
+    def _bounded_streaming_body() -> Response | None:
         # After the key check (an unauthenticated body is never read).
         environ = request.environ
-        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        codings = [
+            coding.strip().lower()
+            for coding in environ.get("HTTP_TRANSFER_ENCODING", "").split(",")
+            if coding.strip()
+        ]
+        if codings and codings != ["chunked"]:
+            # gunicorn only undoes "chunked": a "gzip, chunked" body would reach the parsers
+            # compressed (and once escaped the size limit below).
+            return error_response(
+                501,
+                "unsupported_transfer_encoding",
+                f"unsupported Transfer-Encoding {', '.join(codings)[:64]!r}; send chunked or a "
+                "Content-Length",
+            )
+        chunked = codings == ["chunked"]
         if not chunked and environ.get("CONTENT_LENGTH"):
             return  # werkzeug refuses a too-large Content-Length before reading anything
         if request.method not in ("POST", "PUT", "PATCH") or not chunked:
@@ -111,6 +126,7 @@ def install(app: Flask, config: GatewayConfig) -> None:
         environ["wsgi.input"] = io.BytesIO(data)
         environ["CONTENT_LENGTH"] = str(len(data))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return None
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

@@ -469,6 +469,21 @@ def test_chunked_body_without_length_is_cut_at_the_limit(live_stack):
     assert orjson.loads(body)["error"]["code"] == "payload_too_large"
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate,chunked", b"identity, chunked"])
+def test_transfer_codings_other_than_chunked_are_refused_unread(live_stack, coding):
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: " + coding + b"\r\nConnection: close\r\n\r\n"
+    )
+    block = b"\x00" * (1024 * 1024)
+    chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+    status, body = _split(_exchange(_port(live_stack.gateway_url), head, [chunk] * 20))
+    assert status == 501
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "unsupported_transfer_encoding"
+    assert coding.decode().split(",")[0].strip() in error["message"]
+
+
 @pytest.mark.parametrize(
     "raw_path",
     [
