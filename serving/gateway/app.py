@@ -62,8 +62,8 @@ def _install_metrics_hooks(app: Flask) -> None:
             str(g.get("version", "")),
             str(response.status_code),
         )
-        metrics.REQUESTS.labels(*labels).inc()
-        metrics.REQUEST_SECONDS.labels(*labels).observe(time.perf_counter() - g.start)
+        metrics.child(metrics.REQUESTS, *labels).inc()
+        metrics.child(metrics.REQUEST_SECONDS, *labels).observe(time.perf_counter() - g.start)
         return response
 
     @app.teardown_request

@@ -10,6 +10,7 @@ there and ``GET /metrics`` merges all workers' files (``MultiProcessCollector``)
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -54,6 +55,20 @@ IN_FLIGHT = Gauge(
     "Requests being handled right now (summed over live workers).",
     multiprocess_mode="livesum",
 )
+
+
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: prometheus-client validates and locks on every
+    ``labels()`` call, a few per cent of a busy worker (docs/performance.md). Label values are
+    bounded (routes, models, versions, status codes), and so is this cache."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
 
 
 def exposition() -> tuple[bytes, str]:

@@ -61,7 +61,7 @@ def predict_fashion() -> Response:
         images = decode_one_image(data, "body", params, config.max_image_pixels)[np.newaxis]
     else:
         raise unsupported_media_type(mimetype, _ACCEPTED)
-    metrics.INSTANCES.labels(config.fashion_model).observe(len(images))
+    metrics.child(metrics.INSTANCES, config.fashion_model).observe(len(images))
 
     card = gw.catalog.card(config.fashion_model, params.version, load=False)
     outputs = ("probabilities",) if card and card.class_names else ("probabilities", "class_names")
@@ -177,7 +177,7 @@ def predict_housing() -> Response:
         card.input_features if card else None,
         card.feature_names if card else None,
     )
-    metrics.INSTANCES.labels(config.housing_model).observe(len(instances))
+    metrics.child(metrics.INSTANCES, config.housing_model).observe(len(instances))
     prediction = gw.predict(
         config.housing_model, inputs, version=params.version, label=params.version_label
     )

@@ -101,7 +101,7 @@ class GatewayState:
             outcome = exc.grpc_code.name if exc.grpc_code is not None else "ERROR"
             raise
         finally:
-            metrics.BACKEND_SECONDS.labels(model, "Predict", outcome).observe(
+            metrics.child(metrics.BACKEND_SECONDS, model, "Predict", outcome).observe(
                 time.perf_counter() - start
             )
 
@@ -114,7 +114,7 @@ class GatewayState:
             outcome = exc.grpc_code.name if exc.grpc_code is not None else "ERROR"
             raise
         finally:
-            metrics.BACKEND_SECONDS.labels(model, "GetModelStatus", outcome).observe(
+            metrics.child(metrics.BACKEND_SECONDS, model, "GetModelStatus", outcome).observe(
                 time.perf_counter() - start
             )
 
