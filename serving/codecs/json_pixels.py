@@ -88,7 +88,7 @@ def _pixels(text: bytes) -> np.ndarray | None:
     if (digit[:-3] & digit[1:-2] & digit[2:-1] & digit[3:]).any():
         return None  # a number > 999: the general path words the error
     ends = np.flatnonzero(digit[:-1] & ~digit[1:])  # the last character is "]"
-    values = _numbers(chars, digit, ends)
+    values = _numbers(compact, ends)
     if not len(values) or values.max() > 255:
         return None
     images = _layout(chars, ends)
@@ -107,16 +107,21 @@ def _splits_a_number(text: bytes) -> bool:
     return bool((digit[first - 1] & digit[last + 1]).any())
 
 
-def _numbers(chars: np.ndarray, digit: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The value of each number (of at most 3 digits) ending at ``ends`` (never 0: the text
-    starts with "[", so ``ends - 1`` and ``ends - 2`` index real characters or wrap harmlessly
-    onto the closing "]", which is no digit)."""
-    values = chars[ends].astype(np.int16) - ord("0")
-    has_tens = digit[ends - 1]
-    values += np.where(has_tens, (chars[ends - 1].astype(np.int16) - ord("0")) * 10, 0)
-    has_hundreds = has_tens & digit[ends - 2]
-    values += np.where(has_hundreds, (chars[ends - 2].astype(np.int16) - ord("0")) * 100, 0)
-    return values
+def _numbers(text: bytes, ends: np.ndarray) -> np.ndarray:
+    """The value of each number (of at most 3 digits) ending at ``ends``."""
+    # Views of the text shifted by one and two characters: at index e they hold the characters
+    # before e, so no shifted copy of the (large) index array is needed.
+    shifted = np.frombuffer(b"  " + text, dtype=np.uint8)
+    values = shifted[2:][ends] - np.uint8(ord("0"))
+    tens = shifted[1:-1][ends] - np.uint8(ord("0"))
+    hundreds = shifted[:-2][ends] - np.uint8(ord("0"))
+    has_tens = tens < 10  # a digit before the last one (the text starts with "[", not a digit)
+    has_hundreds = has_tens & (hundreds < 10)
+    return (
+        values.astype(np.int16)
+        + np.where(has_tens, tens.astype(np.int16) * 10, 0)
+        + np.where(has_hundreds, hundreds.astype(np.int16) * 100, 0)
+    )
 
 
 def _layout(chars: np.ndarray, ends: np.ndarray) -> int | None:
@@ -139,5 +144,6 @@ def _layout(chars: np.ndarray, ends: np.ndarray) -> int | None:
     # Rows are the "[" directly followed by "]" in the bracket pattern: each must hold exactly
     # per_row numbers; with the total above, no number is anywhere else.
     rows = np.flatnonzero((shape[:-1] == ord("[")) & (shape[1:] == ord("]")))
-    counts = np.searchsorted(ends, brackets[rows + 1]) - np.searchsorted(ends, brackets[rows])
+    numbers_before = np.searchsorted(ends, brackets)  # numbers ending before each bracket
+    counts = numbers_before[1:][rows] - numbers_before[:-1][rows]
     return images if (counts == per_row).all() else None
