@@ -474,6 +474,8 @@ WORKER_CONFIGS: dict[str, dict[str, str]] = {
     },
     "gevent x1": {"GATEWAY_WORKER_CLASS": "gevent", "GATEWAY_WORKERS": "1"},
     "gevent x2": {"GATEWAY_WORKER_CLASS": "gevent", "GATEWAY_WORKERS": "2"},
+    "gevent x3": {"GATEWAY_WORKER_CLASS": "gevent", "GATEWAY_WORKERS": "3"},
+    "gevent x4": {"GATEWAY_WORKER_CLASS": "gevent", "GATEWAY_WORKERS": "4"},
 }
 
 
