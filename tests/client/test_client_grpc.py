@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
-from client_helpers import HOUSING_ROW, assert_one_line_error
+from client_helpers import assert_one_line_error
 
 from client.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE
 from serving.modelcard import load_model_card
+from tests.helpers.housing import HOUSING_ROW
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from client_helpers import HOUSING_ROW, assert_one_line_error
+from client_helpers import assert_one_line_error
 
 from client.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from tests.helpers.housing import HOUSING_ROW
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from client_helpers import HOUSING_ROW
 
 from client.errors import EXIT_USAGE, ClientError
 from client.housing import card_from_path, split_features
 from client.inputs import parse_feature_string, read_feature_csv
 from client.output import format_table
+from tests.helpers.housing import HOUSING_ROW
 
 CARD = {
     "feature_names": list(HOUSING_ROW),

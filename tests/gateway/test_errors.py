@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from serving.gateway import GatewayConfig, create_app
+from tests.helpers.housing import HOUSING_ROW as HOUSE
 from tests.helpers.modelserver_process import free_port
 from tests.shared.test_images import png_header_only
 
@@ -22,16 +23,6 @@ from .conftest import MAX_BODY_BYTES, MAX_INSTANCES
 from .fake_modelserver import FakeModelServer
 
 GOOD = np.zeros((28, 28), dtype=np.int64).tolist()
-HOUSE = {
-    "MedInc": 8.3,
-    "HouseAge": 41.0,
-    "AveRooms": 6.9,
-    "AveBedrms": 1.0,
-    "Population": 322.0,
-    "AveOccup": 2.5,
-    "Latitude": 37.8,
-    "Longitude": -122.2,
-}
 
 
 def _pixels_with(value, row=3, col=5):

@@ -16,6 +16,7 @@ from PIL import Image
 from serving.codecs.images import decode_image
 from serving.gateway.parsing import FAST_PIXELS_BYTES
 from serving.modelcard import load_model_card
+from tests.helpers.housing import HOUSING_ROW
 
 TOLERANCE = 1e-5
 
@@ -197,21 +198,9 @@ def test_unknown_version_or_label_is_404(http, query):
     assert reply.json["error"]["code"] == "model_not_found"
 
 
-HOUSE = {
-    "MedInc": 8.3252,
-    "HouseAge": 41.0,
-    "AveRooms": 6.984127,
-    "AveBedrms": 1.02381,
-    "Population": 322.0,
-    "AveOccup": 2.555556,
-    "Latitude": 37.88,
-    "Longitude": -122.23,
-}
-
-
 def test_housing_named_features_are_split_by_the_model_card(http, reference, gateway_models):
     card = load_model_card(gateway_models / "housing" / "1")
-    houses = [HOUSE, {**HOUSE, "MedInc": 2.0, "Latitude": 34.0}]
+    houses = [HOUSING_ROW, {**HOUSING_ROW, "MedInc": 2.0, "Latitude": 34.0}]
     reply = http.post_json("/predict/housing", {"instances": houses})
     assert reply.status == 200, reply.body
     answer = reply.json

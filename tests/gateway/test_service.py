@@ -17,6 +17,7 @@ import pytest
 from serving.gateway import GatewayConfig, create_app
 from serving.gateway.config import ConfigError
 from tests.helpers.gateway_process import running_gateway
+from tests.helpers.housing import HOUSING_ROW as HOUSE
 from tests.helpers.modelserver_process import (
     free_port,
     health_status,
@@ -25,7 +26,7 @@ from tests.helpers.modelserver_process import (
 )
 
 from .conftest import Http
-from .test_errors import GOOD, HOUSE
+from .test_errors import GOOD
 
 # -- liveness, readiness, models -----------------------------------------------------------
 
