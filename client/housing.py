@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from client.errors import EXIT_USAGE, ClientError
+from serving.codecs import CodecError
+from serving.codecs.housing import features_to_inputs
 from serving.modelcard import MODEL_CARD_PATH, ModelCardError, load_model_card
 
 
@@ -70,14 +72,10 @@ def split_features(
     card: dict[str, Any], rows: list[dict[str, float]], where: str
 ) -> dict[str, np.ndarray]:
     """Rows of named features -> {"wide": float32 [N, 5], "deep": float32 [N, 6]} following the
-    card's ``input_features``, with the gateway's own conversion (one implementation)."""
-    # Imported here: the gateway package costs about a second to import and only this needs it.
-    from serving.gateway.errors import ApiError
-    from serving.gateway.parsing import housing_inputs
-
+    card's ``input_features``, with the conversion the gateway uses (serving.codecs.housing)."""
     groups = {name: tuple(members) for name, members in card["input_features"].items()}
     try:
-        return housing_inputs(rows, groups, tuple(card["feature_names"]))
-    except ApiError as exc:
+        return features_to_inputs(rows, groups, tuple(card["feature_names"]))
+    except CodecError as exc:
         # "instance i" is the i-th row (0-based) of --features / the CSV file.
-        raise ClientError(f"{where}: {exc.message}", EXIT_USAGE) from None
+        raise ClientError(f"{where}: {exc}", EXIT_USAGE) from None

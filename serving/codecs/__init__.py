@@ -1,4 +1,4 @@
-"""The one implementation of each wire format: tensors, TF Serving JSON, images."""
+"""The one implementation of each format: tensors, TF Serving JSON, images, housing features."""
 
 
 class CodecError(ValueError):

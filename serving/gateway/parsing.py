@@ -18,6 +18,7 @@ import orjson
 from flask import Request
 
 from serving.codecs import CodecError
+from serving.codecs.housing import HousingInputError, ModelCardMissingError, features_to_inputs
 from serving.codecs.images import (
     INVERT_CHOICES,
     decode_image,
@@ -26,6 +27,7 @@ from serving.codecs.images import (
     pixels_to_image,
 )
 from serving.codecs.json_pixels import split_pixel_instances
+from serving.codecs.messages import json_kind, quoted
 from serving.gateway.errors import ApiError
 
 PARAMETERS = ("top_k", "version", "version_label", "invert", "return_image")
@@ -73,12 +75,12 @@ def parse_json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise ApiError(400, "invalid_json", f"expected a JSON object, got {_json_kind(document)}")
+        raise ApiError(400, "invalid_json", f"expected a JSON object, got {json_kind(document)}")
     _check_fields(document, allowed)
     if "instances" not in document:
         raise ApiError(400, "missing_instances", 'the JSON object needs an "instances" list')
     if not isinstance(document["instances"], list):
-        kind = _json_kind(document["instances"])
+        kind = json_kind(document["instances"])
         raise ApiError(400, "invalid_instances", f'"instances" must be a list, got {kind}')
     return document
 
@@ -161,7 +163,7 @@ def _as_int(name: str, value: Any, text: bool, minimum: int, maximum: int | None
         number = value
     else:
         raise ApiError(
-            400, "invalid_parameter", f"{name} must be an integer, got {_json_kind(value)}"
+            400, "invalid_parameter", f"{name} must be an integer, got {json_kind(value)}"
         )
     if number < minimum or (maximum is not None and number > maximum):
         bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
@@ -185,7 +187,7 @@ def _label(value: Any) -> str | None:
             400,
             "invalid_parameter",
             "version_label must be 1..64 letters, digits, '_' or '-' (e.g. 'stable', 'canary'), "
-            f"got {_json_kind(value)}",
+            f"got {json_kind(value)}",
         )
     return value
 
@@ -197,7 +199,7 @@ def _flag(name: str, value: Any) -> bool:
     if value is True or value == "true":
         return True
     raise ApiError(
-        400, "invalid_parameter", f"{name} must be true or false, got {_json_kind(value)}"
+        400, "invalid_parameter", f"{name} must be true or false, got {json_kind(value)}"
     )
 
 
@@ -208,7 +210,7 @@ def _invert(value: Any) -> str | None:
         raise ApiError(
             400,
             "invalid_parameter",
-            f"invert must be one of {', '.join(INVERT_CHOICES)}, got {_json_kind(value)}",
+            f"invert must be one of {', '.join(INVERT_CHOICES)}, got {json_kind(value)}",
         )
     return value
 
@@ -293,7 +295,7 @@ def _image_from_b64(item: dict[str, Any], where: str, params: Params, max_pixels
     encoded = item["b64"]
     if not isinstance(encoded, str):
         raise ApiError(
-            400, "invalid_instance", f"{where}: b64 must be a string, got {_json_kind(encoded)}"
+            400, "invalid_instance", f"{where}: b64 must be a string, got {json_kind(encoded)}"
         )
     try:
         data = base64.b64decode(encoded, validate=True)
@@ -318,115 +320,19 @@ def housing_inputs(
     input_features: Mapping[str, tuple[str, ...]] | None,
     feature_names: tuple[str, ...] | None,
 ) -> dict[str, np.ndarray]:
-    """Housing instances (8 named features, or ``{"wide": [...], "deep": [...]}``) -> float32
-    ``{"wide": [N, 5], "deep": [N, 6]}`` split with the model card's ``input_features``."""
-    # Without a model card only the {"wide", "deep"} form works; the model server checks widths.
-    known = input_features is not None
-    input_features = input_features or {"wide": (), "deep": ()}
-    inputs = tuple(input_features)  # e.g. ("wide", "deep")
-    names = tuple(feature_names or dict.fromkeys(f for fs in input_features.values() for f in fs))
-    columns: dict[str, list[list[float]]] = {name: [] for name in inputs}
-    for index, item in enumerate(instances):
-        where = f"instance {index}"
-        if not isinstance(item, dict):
-            raise ApiError(
-                400,
-                "invalid_instance",
-                f"{where}: expected an object of features, got {_json_kind(item)}",
-            )
-        if item and all(key in inputs for key in item):
-            for name in inputs:
-                width = len(input_features[name]) if known else None
-                columns[name].append(_input_row(item, name, width, where))
-            continue
-        if not known:
-            raise ApiError(
-                500,
-                "model_card_missing",
-                f"{where}: named features need the housing model card, which the gateway did not "
-                'find under MODEL_CARDS_DIR; send {"wide": [...], "deep": [...]} instead',
-            )
-        missing = [name for name in names if name not in item]
-        unknown = [key for key in item if key not in names]
-        if unknown:
-            raise ApiError(
-                400,
-                "unknown_feature",
-                f"{where}: unknown feature {quoted(unknown[0])}; expected the features "
-                f"{', '.join(names)} or the inputs {', '.join(inputs)}",
-            )
-        if missing:
-            raise ApiError(
-                400,
-                "missing_feature",
-                f"{where}: missing feature {missing[0]!r} (needs {', '.join(names)})",
-            )
-        for name in names:
-            _check_number(item[name], f"{where}: feature {name!r}")
-        for name in inputs:
-            columns[name].append([item[feature] for feature in input_features[name]])
-    return {name: _float32(rows, name) for name, rows in columns.items()}
-
-
-def _input_row(item: dict[str, Any], name: str, width: int | None, where: str) -> list[float]:
-    if name not in item:
-        raise ApiError(400, "missing_feature", f"{where}: missing input {name!r}")
-    row = item[name]
-    if not isinstance(row, list) or (width is not None and len(row) != width):
-        got = f"a list of {len(row)}" if isinstance(row, list) else _json_kind(row)
-        raise ApiError(
-            400,
-            "invalid_instance",
-            f"{where}: {name!r} must be a list of {width} numbers, got {got}",
-        )
-    for position, value in enumerate(row):
-        _check_number(value, f"{where}: {name}[{position}]")
-    return row
-
-
-def _check_number(value: Any, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ApiError(
-            400, "invalid_instance", f"{where} must be a number, got {_json_kind(value)}"
-        )
-
-
-def _float32(rows: list[list[float]], name: str) -> np.ndarray:
+    """Housing instances -> float32 ``{"wide": [N, 5], "deep": [N, 6]}`` (serving.codecs.housing),
+    with the codec's errors as the gateway's answers."""
     try:
-        with np.errstate(over="ignore"):
-            array = np.asarray(rows, dtype=np.float64).astype(np.float32)
-    except ValueError:
-        lengths = sorted({len(row) for row in rows})
+        return features_to_inputs(instances, input_features, feature_names)
+    except ModelCardMissingError as exc:
+        # The gateway's setup is at fault, not the request: 500, and say where the card belongs.
         raise ApiError(
-            400, "invalid_instance", f"{name!r} rows have different lengths {lengths}"
+            500,
+            exc.code,
+            f"instance {exc.index}: named features need the housing model card, which the gateway "
+            'did not find under MODEL_CARDS_DIR; send {"wide": [...], "deep": [...]} instead',
         ) from None
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise ApiError(
-            400,
-            "invalid_instance",
-            f"instance {row}: {name}[{column}] is {rows[row][column]}, not a finite float32",
-        )
-    return array
-
-
-def quoted(name: str, limit: int = 40) -> str:
-    """A user-supplied name for an error message: repr'd and cut, so messages stay short."""
-    return repr(name if len(name) <= limit else name[:limit] + "...")
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    return type(value).__name__
+    except HousingInputError as exc:
+        # Not left to errors.py's CodecError handler: that answers every codec error with one
+        # code, and these have their own (missing_feature, unknown_feature, invalid_instance).
+        raise ApiError(400, exc.code, str(exc)) from None

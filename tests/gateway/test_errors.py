@@ -251,3 +251,17 @@ def test_unexpected_exception_is_500_without_trace(monkeypatch):
         assert "secret" not in reply.data.decode() and "Traceback" not in reply.data.decode()
     finally:
         fake.stop()
+
+
+def test_named_housing_features_without_a_model_card_are_500_model_card_missing(tmp_path):
+    fake = FakeModelServer().start()
+    try:
+        app = create_app(GatewayConfig(model_server_grpc=fake.target, model_cards_dir=tmp_path))
+        reply = app.test_client().post("/predict/housing", json={"instances": [HOUSE]})
+        assert reply.status_code == 500
+        error = orjson.loads(reply.data)["error"]
+        assert error["code"] == "model_card_missing"
+        assert error["message"].startswith("instance 0: named features need the housing model card")
+        assert "MODEL_CARDS_DIR" in error["message"]
+    finally:
+        fake.stop()
