@@ -347,6 +347,9 @@ def run_locust(args: argparse.Namespace, out_dir: Path) -> LocustRun:
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
     )
     ports = {port for _, port in endpoints(args).values()}
+    # The gateway's own backend too: its CPU is part of every gateway request (a listener on
+    # this machine only; a remote model server is simply not found).
+    ports.add(_host_port(args.grpc)[1])
     server_meter = TreeMeter(server_processes(ports))
     servers = len(server_meter.fixed)
     log_path = out_dir / "locust.log"
