@@ -4,11 +4,12 @@ Past the cap a prediction is refused at once with 503 ``overloaded`` + ``Retry-A
 waiting behind the others: under overload latency stays bounded and clients learn to back off.
 Only the prediction routes are limited; health probes, metrics and metadata always get through.
 
-The cap counts requests inside the app. With gthread workers the app never sees more than
-``GATEWAY_THREADS`` requests per worker (the rest wait in gunicorn's unbounded thread-pool queue),
-so the cap bites only when ``GATEWAY_THREADS`` is larger than it: then the extra threads take
-requests off that queue and refuse them in well under a millisecond. With gevent workers every
-accepted connection is in the app, so the cap applies directly. 0 (the default) turns it off.
+The cap counts requests inside the app. With gevent workers (the default) every accepted
+connection can be in the app, so the cap applies directly and is on by default (128). With
+gthread workers the app never sees more than ``GATEWAY_THREADS`` requests per worker (the rest
+wait in gunicorn's unbounded thread-pool queue), so the cap bites only when ``GATEWAY_THREADS``
+is larger than it: then the extra threads take requests off that queue and refuse them in well
+under a millisecond. 0 turns it off.
 """
 
 from __future__ import annotations
