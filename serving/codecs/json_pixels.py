@@ -23,6 +23,7 @@ _KEY = b'"instances"'
 _AFTER_KEY = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*\[")
 
 _SPACES = b" \t\n\r"
+_SPACE_BYTES = tuple(bytes([space]) for space in _SPACES)
 
 
 def split_pixel_instances(body: bytes) -> tuple[dict[str, Any], np.ndarray] | None:
@@ -31,17 +32,15 @@ def split_pixel_instances(body: bytes) -> tuple[dict[str, Any], np.ndarray] | No
     start = _instances_start(body)
     if start is None:
         return None
-    tail = np.frombuffer(body, dtype=np.uint8, offset=start)
-    brackets = np.flatnonzero((tail == ord("[")) | (tail == ord("]")))
-    depth = np.cumsum(np.where(tail[brackets] == ord("["), 1, -1))
-    closed = np.flatnonzero(depth == 0)
-    if not len(closed):
+    # Taken to end at the body's last "]" (usual: nothing but scalars follow the images). If
+    # that is wrong, the span holds a quote or is no single array, and _pixels says None.
+    end = body.rfind(b"]") + 1
+    if end <= start:
         return None
-    end = int(brackets[closed[0]]) + 1  # the instances array is tail[:end]
-    pixels = _pixels(body[start : start + end])
+    pixels = _pixels(body[start:end])
     if pixels is None:
         return None
-    rest = body[:start] + b"[]" + body[start + end :]
+    rest = body[:start] + b"[]" + body[end:]
     if b"\\" in rest:  # an escaped key could be a second "instances"; let the full parser decide
         return None
     try:
@@ -64,9 +63,11 @@ def _instances_start(body: bytes) -> int | None:
 
 def _pixels(text: bytes) -> np.ndarray | None:
     """``text``: a JSON array from its "[" to its matching "]"."""
-    compact = text.translate(None, _SPACES)
-    if len(compact) != len(text) and _splits_a_number(text):
-        return None  # "7 7" would read as 77
+    compact = text
+    if any(space in text for space in _SPACE_BYTES):  # a memchr each; translate costs more
+        compact = text.translate(None, _SPACES)
+        if _splits_a_number(text):
+            return None  # "7 7" would read as 77
     chars = np.frombuffer(compact, dtype=np.uint8)
     digit = (chars - np.uint8(ord("0"))) < 10
     opens, closes, commas = chars == ord("["), chars == ord("]"), chars == ord(",")
@@ -91,7 +92,7 @@ def _pixels(text: bytes) -> np.ndarray | None:
     values = _numbers(compact, ends)
     if not len(values) or values.max() > 255:
         return None
-    images = _layout(chars, ends)
+    images = _layout(chars, opens | closes, ends)
     if images is None:
         return None
     return values.astype(np.uint8).reshape(images, IMAGE_SIDE, IMAGE_SIDE)
@@ -124,10 +125,10 @@ def _numbers(text: bytes, ends: np.ndarray) -> np.ndarray:
     )
 
 
-def _layout(chars: np.ndarray, ends: np.ndarray) -> int | None:
+def _layout(chars: np.ndarray, is_bracket: np.ndarray, ends: np.ndarray) -> int | None:
     """The number of images when every image is 28 rows of 28 numbers or one row of 784, and
     numbers appear only in those rows; ``None`` for any other nesting."""
-    brackets = np.flatnonzero((chars == ord("[")) | (chars == ord("]")))
+    brackets = np.flatnonzero(is_bracket)
     shape = chars[brackets]
     pattern, inner = shape.tobytes(), len(shape) - 2  # inner: brackets inside the outer array
     per_image = 2 + 2 * IMAGE_SIDE  # "[" + 28 x "[]" + "]"
