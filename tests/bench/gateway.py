@@ -558,8 +558,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--batch-connections",
         type=_int_list,
-        default=(2, 8),
-        help="connections for the 256-image requests (default: 2,8)",
+        default=(2, 8, 16),
+        help="connections for the 256-image requests (default: 2,8,16)",
     )
     p.add_argument("--naive-workers", type=int, default=2, help="sync workers of (c), default 2")
     p.add_argument(
