@@ -154,7 +154,9 @@ def exchange(connection: http.client.HTTPConnection, path: str, body: bytes) -> 
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             version = None
     closed = reply.getheader("Connection", "").lower() == "close"
-    return Sample(start, end, reply.status, version, reply.getheader("Retry-After"), None, closed)
+    # Unexpected answers keep their body, so a failed scenario says which error it was.
+    error = None if reply.status in (200, 503, 504) else f"HTTP {reply.status}: {data[:200]!r}"
+    return Sample(start, end, reply.status, version, reply.getheader("Retry-After"), error, closed)
 
 
 def burst(
