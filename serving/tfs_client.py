@@ -3,7 +3,8 @@
 Used by the gateway, ``python -m client grpc`` and the locust gRPC user. One channel per client
 object, created lazily on first use and re-created after ``fork()`` (gRPC channels must not cross
 a fork: gunicorn workers each get their own). Every call has one deadline; retries happen only on
-UNAVAILABLE, bounded in number, with exponential backoff, and never past that deadline.
+UNAVAILABLE (and CANCELLED, which only the other side's going away produces: this client never
+cancels), bounded in number, with exponential backoff, and never past that deadline.
 """
 
 from __future__ import annotations
@@ -70,8 +71,13 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[BackendError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
     grpc.StatusCode.FAILED_PRECONDITION: InvalidRequest,
     grpc.StatusCode.UNAVAILABLE: BackendUnavailable,
+    # This client never cancels its own calls (its deadlines end as DEADLINE_EXCEEDED), so a
+    # CANCELLED comes from the other side going away mid-call: a server or proxy shutting down
+    # can reset a stream (RST_STREAM CANCEL) before its GOAWAY turns the rest into UNAVAILABLE.
+    grpc.StatusCode.CANCELLED: BackendUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 # TF Serving's message (ServerCore) for a label that names no version of the model.
@@ -169,7 +175,7 @@ class TFServingClient:
             except grpc.RpcError as exc:
                 code = exc.code() if callable(getattr(exc, "code", None)) else None
                 details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                if code in _RETRYABLE and attempt < self.retries:
                     pause = self.backoff * (2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
                     if time.monotonic() + pause < deadline:
                         attempt += 1

@@ -38,7 +38,8 @@ def fake_fashion_outputs(images: np.ndarray) -> dict[str, np.ndarray]:
 class FakeBehaviour:
     """Knobs the tests turn."""
 
-    fail_unavailable: int = 0  # the next N calls fail with UNAVAILABLE
+    fail_unavailable: int = 0  # the next N calls fail with fail_code
+    fail_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     delay: float = 0.0  # seconds to sleep before answering
     calls: int = 0
     versions: dict[str, list[int]] = field(
@@ -85,7 +86,7 @@ class FakeModelServer:
                 if fail:
                     b.fail_unavailable -= 1
             if fail:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "fake server is warming up")
+                context.abort(b.fail_code, "fake server is warming up")
             if b.delay:
                 time.sleep(b.delay)
             return function(request, context)

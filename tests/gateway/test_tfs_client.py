@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import grpc
 import numpy as np
 import pytest
 
@@ -30,6 +31,7 @@ def fake():
 @pytest.fixture
 def client(fake):
     fake.behaviour.fail_unavailable = 0
+    fake.behaviour.fail_code = grpc.StatusCode.UNAVAILABLE
     fake.behaviour.delay = 0.0
     with TFServingClient(fake.target, timeout=2.0, retries=2, backoff=0.01) as tfs:
         yield tfs
@@ -84,6 +86,18 @@ def test_unavailable_beyond_the_bound_raises(client, fake):
     with pytest.raises(BackendUnavailable, match="after 3 attempts"):
         client.predict("fashion_mnist", {"images": _images(1)})
     assert fake.behaviour.calls - before == 3
+
+
+def test_a_call_cancelled_by_the_server_side_counts_as_unavailable(client, fake):
+    # A server or proxy going away can reset a stream (CANCELLED) before its GOAWAY: retried
+    # like UNAVAILABLE, and reported as unavailable (the gateway's 503), not as a server fault.
+    fake.behaviour.fail_code = grpc.StatusCode.CANCELLED
+    fake.behaviour.fail_unavailable = 2
+    assert client.predict("fashion_mnist", {"images": _images(1)}).version == 2
+    fake.behaviour.fail_unavailable = 5
+    with pytest.raises(BackendUnavailable, match="after 3 attempts") as info:
+        client.predict("fashion_mnist", {"images": _images(1)})
+    assert info.value.grpc_code == grpc.StatusCode.CANCELLED
 
 
 def test_slow_server_raises_deadline_exceeded(client, fake):
