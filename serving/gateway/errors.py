@@ -44,6 +44,11 @@ class ApiError(Exception):
 INTERNAL_MESSAGE = "internal error; the gateway logged the details"
 
 
+def unsupported_coding_message(coding: str) -> str:
+    """The message of a 501 ``unsupported_transfer_encoding``; ``coding`` arrives quoted."""
+    return f"unsupported Transfer-Encoding {coding}; send chunked or a Content-Length"
+
+
 def error_body(code: str, message: str) -> bytes:
     """The JSON body of every error answer."""
     return orjson.dumps({"error": {"code": code, "message": message}})

@@ -31,7 +31,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from serving.gateway.config import GatewayConfig
-from serving.gateway.errors import error_response
+from serving.gateway.errors import error_response, unsupported_coding_message
 
 #: Paths anyone may call: probes, the API description and the demo page (``/``, which answers
 #: API clients with the JSON index); everything under ``/demo/`` (its files and samples) too.
@@ -111,8 +111,7 @@ def install(app: Flask, config: GatewayConfig) -> None:
             return error_response(
                 501,
                 "unsupported_transfer_encoding",
-                f"unsupported Transfer-Encoding {', '.join(codings)[:64]!r}; send chunked or a "
-                "Content-Length",
+                unsupported_coding_message(repr(", ".join(codings)[:64])),
             )
         chunked = codings == ["chunked"]
         if not chunked and environ.get("CONTENT_LENGTH"):

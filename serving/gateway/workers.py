@@ -100,7 +100,7 @@ def describe_error(exc: BaseException, cfg: Config) -> ErrorAnswer | None:
         return ErrorAnswer(
             501,
             "unsupported_transfer_encoding",
-            f"unsupported Transfer-Encoding {_quote(exc.hdr)}; send chunked or a Content-Length",
+            _unsupported_coding_message(_quote(exc.hdr)),
         )
     if isinstance(exc, e.InvalidProxyLine):
         return ErrorAnswer(400, "invalid_proxy_line", "malformed PROXY protocol line")
@@ -119,6 +119,12 @@ def _internal_message() -> str:
     from serving.gateway.errors import INTERNAL_MESSAGE
 
     return INTERNAL_MESSAGE
+
+
+def _unsupported_coding_message(coding: str) -> str:
+    from serving.gateway.errors import unsupported_coding_message
+
+    return unsupported_coding_message(coding)
 
 
 def json_body(answer: ErrorAnswer) -> bytes:
