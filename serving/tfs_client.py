@@ -77,7 +77,6 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[BackendError]] = {
     grpc.StatusCode.CANCELLED: BackendUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 # TF Serving's message (ServerCore) for a label that names no version of the model.
@@ -175,7 +174,8 @@ class TFServingClient:
             except grpc.RpcError as exc:
                 code = exc.code() if callable(getattr(exc, "code", None)) else None
                 details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
-                if code in _RETRYABLE and attempt < self.retries:
+                retryable = _ERROR_BY_CODE.get(code) is BackendUnavailable
+                if retryable and attempt < self.retries:
                     pause = self.backoff * (2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
                     if time.monotonic() + pause < deadline:
                         attempt += 1
