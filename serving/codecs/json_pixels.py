@@ -62,7 +62,8 @@ def _instances_start(body: bytes) -> int | None:
 
 
 def _pixels(text: bytes) -> np.ndarray | None:
-    """``text``: a JSON array from its "[" to its matching "]"."""
+    """``text``: from the "[" of ``instances`` to the body's last "]"; the images when that is
+    exactly one array of the plain form, else None."""
     compact = text
     if any(space in text for space in _SPACE_BYTES):  # a memchr each; translate costs more
         compact = text.translate(None, _SPACES)
