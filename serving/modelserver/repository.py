@@ -91,12 +91,14 @@ class ModelRepository:
         warmup: bool = True,
         metrics: Any = None,
         on_change: Callable[[], None] | None = None,
+        session_config: Any = None,
     ) -> None:
         self._snapshots: dict[str, ModelSnapshot] = {m.name: ModelSnapshot(m) for m in models}
         self._poll_seconds = poll_seconds
         self._warmup = warmup
         self._metrics = metrics
         self._on_change = on_change
+        self._session_config = session_config  # ConfigProto for every version's session
         self._write_lock = threading.Lock()  # one writer: poll thread or a config reload
         self._failed: dict[tuple[str, int], float] = {}  # (model, version) -> dir mtime
         self._missing_logged: set[Path] = set()
@@ -292,7 +294,7 @@ class ModelRepository:
         self._set(name, version, VersionState(version, "LOADING"))
         started = time.perf_counter()
         try:
-            servable = load_servable(name, version, path)
+            servable = load_servable(name, version, path, self._session_config)
             warmed = self._run_warmup(servable) if self._warmup else 0
         except LoadError as exc:
             seconds = time.perf_counter() - started

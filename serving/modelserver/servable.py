@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from serving.codecs import CodecError
@@ -32,11 +31,13 @@ class LoadError(Exception):
     """A version that cannot be served; the message goes into GetModelStatus."""
 
 
-def _spec(tensor_spec: Any) -> TensorSpecInfo:
-    dtype = np.dtype(object) if tensor_spec.dtype == tf.string else tensor_spec.dtype.as_numpy_dtype
-    shape = tensor_spec.shape
-    dims = None if shape.rank is None else tuple(-1 if d is None else int(d) for d in shape)
-    return TensorSpecInfo(np.dtype(dtype), dims)
+def _spec(info: Any) -> TensorSpecInfo:
+    """A SignatureDef TensorInfo -> numpy dtype (``object`` for strings) and shape."""
+    dtype = tf.as_dtype(info.dtype)
+    numpy_dtype = np.dtype(object) if dtype == tf.string else np.dtype(dtype.as_numpy_dtype)
+    shape = info.tensor_shape
+    dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
+    return TensorSpecInfo(numpy_dtype, dims)
 
 
 @dataclass(frozen=True)
@@ -51,41 +52,42 @@ class Signature:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on validated inputs; string outputs come back as object arrays."""
-        return {name: value.numpy() for name, value in self._call(inputs).items()}
+        return self._call(inputs)
 
 
-def _fast_call(fn: Any, names: list[str]) -> Callable[[dict[str, np.ndarray]], dict[str, Any]]:
-    """The cheapest way to call a loaded signature function.
+def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
+    """TF Serving's ``--tensorflow_{intra,inter}_op_parallelism`` as a session ConfigProto.
 
-    ``fn(**kwargs)`` re-binds and re-validates its structured arguments on every call, which
-    costs about as much as the graph itself for one image. ``_call_flat`` (TensorFlow's own
-    internal entry point for the same function) takes the flat tensors in the order of
-    ``fn.inputs``; it is used only when that order provably matches the input names, else the
-    public keyword call is kept.
+    0 lets TensorFlow choose; a negative inter-op value runs every op in the calling thread
+    (TensorFlow's ConfigProto semantics).
     """
-    flat_names = [t.name.split(":")[0] for t in fn.inputs[: len(names)]]
-    call_flat = getattr(fn, "_call_flat", None)
-    captured = list(getattr(fn, "captured_inputs", ()))
-    if call_flat is None or sorted(flat_names) != sorted(names):
-        return lambda inputs: fn(**inputs)
-    order = flat_names
+    return tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=intra_op_threads,
+        inter_op_parallelism_threads=inter_op_threads,
+        allow_soft_placement=True,
+    )
 
-    def call(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        return call_flat([tf.constant(inputs[name]) for name in order], captured)
+
+def _session_call(
+    session: Any, graph: Any, signature_def: Any
+) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """One ``Session`` callable for a SignatureDef, as TF Serving runs signatures.
+
+    TF Serving feeds and fetches the SignatureDef's tensor names in one ``Session::Run``; the
+    callable is the same with the feed and fetch lists resolved once. It also gives up the GIL
+    once per run, where the TF2 function call path gives it up and takes it back several
+    times, each time waiting behind the gRPC loop thread (docs/modelserver.md, Performance).
+    """
+    input_names = list(signature_def.inputs)
+    output_names = list(signature_def.outputs)
+    feeds = [graph.get_tensor_by_name(signature_def.inputs[n].name) for n in input_names]
+    fetches = [graph.get_tensor_by_name(signature_def.outputs[n].name) for n in output_names]
+    run = session.make_callable(fetches, feeds)
+
+    def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(output_names, run(*[inputs[n] for n in input_names]), strict=True))
 
     return call
-
-
-def _read_signature_defs(path: Path) -> Any:
-    """The MetaGraphDef signature_defs TF Serving's GetModelMetadata returns."""
-    pb = path / "saved_model.pb"
-    if not pb.is_file():
-        return get_model_metadata_pb2.SignatureDefMap()
-    saved = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
-    for meta_graph in saved.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return get_model_metadata_pb2.SignatureDefMap(signature_def=meta_graph.signature_def)
-    raise LoadError(f"{pb} has no MetaGraph tagged 'serve'")
 
 
 class Servable:
@@ -96,7 +98,7 @@ class Servable:
         name: str,
         version: int,
         path: Path,
-        loaded: Any,
+        session: Any,
         signatures: dict[str, Signature],
         signature_def_map: Any,
     ) -> None:
@@ -105,37 +107,69 @@ class Servable:
         self.path = path
         self.signatures = signatures
         self.signature_def_map = signature_def_map
-        self._loaded = loaded  # keeps the variables alive while the servable is referenced
+        # Owns the graph and variables; TensorFlow closes it when the last request holding
+        # this servable lets go (closing it on unload would fail requests still running).
+        self._session = session
 
     def __repr__(self) -> str:
         return f"Servable({self.name!r}, {self.version})"
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
-    """Load a SavedModel directory; raises LoadError with a one-line reason."""
+def load_servable(name: str, version: int, path: Path, config: Any = None) -> Servable:
+    """Load a SavedModel directory into a graph and session of its own (``config``: a
+    ConfigProto, see :func:`session_config`); raises LoadError with a one-line reason."""
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config)
     try:
-        loaded = tf.saved_model.load(str(path), tags=["serve"])
-        signature_def_map = _read_signature_defs(path)
+        with graph.as_default():
+            meta_graph = _load_meta_graph(session, path)
+        signatures = {
+            sig_name: _signature(session, graph, sig_name, signature_def)
+            for sig_name, signature_def in meta_graph.signature_def.items()
+            if not sig_name.startswith("__")  # TF's own entries (__saved_model_init_op)
+        }
+        if not signatures:
+            raise LoadError(f"SavedModel at {path} has no signatures to serve")
     except LoadError:
+        session.close()
         raise
     except Exception as exc:  # TF raises many types (OSError, ValueError, NotFoundError...)
+        session.close()
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LoadError(f"cannot load SavedModel from {path}: {first_line}") from exc
-    signatures: dict[str, Signature] = {}
-    for sig_name, fn in loaded.signatures.items():
-        _, kwargs = fn.structured_input_signature
-        inputs = {key: _spec(spec) for key, spec in kwargs.items()}
-        outputs = {key: _spec(spec) for key, spec in fn.structured_outputs.items()}
-        batchable = bool(inputs) and all(
-            spec.shape is not None and len(spec.shape) >= 1 and spec.shape[0] == -1
-            for spec in (*inputs.values(), *outputs.values())
-        )
-        signatures[sig_name] = Signature(
-            sig_name, inputs, outputs, batchable, _fast_call(fn, list(inputs))
-        )
-    if not signatures:
-        raise LoadError(f"SavedModel at {path} has no signatures to serve")
-    return Servable(name, version, path, loaded, signatures, signature_def_map)
+    # GetModelMetadata answers the whole map, __saved_model_init_op included, as TF Serving does.
+    signature_def_map = get_model_metadata_pb2.SignatureDefMap(
+        signature_def=meta_graph.signature_def
+    )
+    return Servable(name, version, path, session, signatures, signature_def_map)
+
+
+def _load_meta_graph(session: Any, path: Path) -> Any:
+    # TensorFlow's v1 loader: the Python face of the C++ LoadSavedModel that TF Serving uses
+    # (restore the variables, run the init ops, return the MetaGraphDef tagged "serve").
+    from tensorflow.python.saved_model.loader_impl import SavedModelLoader
+
+    return SavedModelLoader(str(path)).load(session, ["serve"])
+
+
+def _signature(session: Any, graph: Any, sig_name: str, signature_def: Any) -> Signature:
+    for kind, infos in (("input", signature_def.inputs), ("output", signature_def.outputs)):
+        for key, info in infos.items():
+            encoding = info.WhichOneof("encoding")
+            if encoding != "name":
+                raise LoadError(
+                    f"signature '{sig_name}' {kind} '{key}' is a {encoding} tensor; "
+                    f"only dense tensors are served"
+                )
+    inputs = {key: _spec(info) for key, info in signature_def.inputs.items()}
+    outputs = {key: _spec(info) for key, info in signature_def.outputs.items()}
+    batchable = bool(inputs) and all(
+        spec.shape is not None and len(spec.shape) >= 1 and spec.shape[0] == -1
+        for spec in (*inputs.values(), *outputs.values())
+    )
+    return Signature(
+        sig_name, inputs, outputs, batchable, _session_call(session, graph, signature_def)
+    )
 
 
 def warmup_requests(path: Path) -> list[tuple[str, dict[str, np.ndarray]]]:

@@ -29,6 +29,7 @@ from serving.modelserver.errors import InvalidArgument
 from serving.modelserver.grpc_service import ModelServicer, PredictionServicer
 from serving.modelserver.metrics import ServerMetrics
 from serving.modelserver.repository import ModelRepository
+from serving.modelserver.servable import session_config
 from serving.modelserver.settings import Settings
 
 log = logging.getLogger("serving.modelserver")
@@ -55,15 +56,6 @@ def configure_logging() -> None:
     logging.Formatter.converter = time.gmtime
 
 
-def configure_tensorflow(settings: Settings) -> None:
-    import tensorflow as tf
-
-    if settings.intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_parallelism)
-    if settings.inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_parallelism)
-
-
 class ModelServer:
     """One running server; ``start()`` then ``wait()`` until a signal, or ``stop()``."""
 
@@ -87,6 +79,9 @@ class ModelServer:
             warmup=settings.enable_model_warmup,
             metrics=self.metrics,
             on_change=self._update_health,
+            session_config=session_config(
+                settings.intra_op_parallelism, settings.inter_op_parallelism
+            ),
         )
         self.batcher: Batcher | None = None
         self.async_batcher: AsyncBatcher | None = None
@@ -105,7 +100,6 @@ class ModelServer:
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
-        configure_tensorflow(s)
         log.info(
             "models: %s",
             ", ".join(f"{m.name} <- {m.base_path} ({m.policy.describe()})" for m in self.models),

@@ -127,15 +127,7 @@ class _BlockingSignature:
             self.started.set()
             self.release.wait(30)
             self.calls.append(len(inputs["x"]))
-
-            class _T:
-                def __init__(self, value: np.ndarray) -> None:
-                    self.value = value
-
-                def numpy(self) -> np.ndarray:
-                    return self.value
-
-            return {"y": _T(inputs["x"] * 2)}
+            return {"y": inputs["x"] * 2}
 
         spec = TensorSpecInfo(np.dtype("float32"), (-1,))
         return Signature("serving_default", {"x": spec}, {"y": spec}, True, call)
@@ -184,17 +176,10 @@ def test_many_threads_get_their_own_rows() -> None:
     """Leader/follower hand-offs under contention: every caller gets exactly its rows back."""
     seen_batches: list[int] = []
 
-    class _T:
-        def __init__(self, value: np.ndarray) -> None:
-            self.value = value
-
-        def numpy(self) -> np.ndarray:
-            return self.value
-
     def call(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         seen_batches.append(len(inputs["x"]))
         threading.Event().wait(0.0005)  # let other callers queue up meanwhile
-        return {"y": _T(inputs["x"] * 2 + 1)}
+        return {"y": inputs["x"] * 2 + 1}
 
     spec = TensorSpecInfo(np.dtype("float64"), (-1,))
     signature = Signature("serving_default", {"x": spec}, {"y": spec}, True, call)
