@@ -4,10 +4,14 @@
         [--modes off,on] [--server-args=--tensorflow_intra_op_parallelism=1]
 
 One 28x28 image per request. For batching off and on, one model server runs and a load
-generator in a separate process (grpc.aio, one coroutine per simulated client, each with one
-call in flight; the request is serialized once, responses are not parsed) drives it for
-``--seconds`` after a warm-up. Prints a markdown table of requests/s, p50/p99 latency, client
-and server CPU, and the batching/no-batching throughput ratio at the highest concurrency.
+generator drives it for ``--seconds`` after a warm-up: by default ``h2load`` (Debian package
+``nghttp2-client``, a C HTTP/2 client: one connection with N calls in flight, like one gRPC
+channel shared by N callers), or with ``--client python`` a grpc.aio process (one coroutine
+per client; the request serialized once, responses not parsed), which costs the 2-core box a
+quarter to a third of a core. gRPC failures are counted from the server's own
+``:tensorflow:serving:request_count`` (h2load sees only HTTP). Prints a markdown table of
+requests/s, p50/p99 latency, client and server CPU, and the batching/no-batching throughput
+ratio at the highest concurrency.
 Exported models come from ``--models-dir`` when it has both, else quick ones are exported.
 """
 
@@ -139,6 +143,39 @@ def run_loadgen(target: str, clients: int, warmup: float, seconds: float) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_h2load(target: str, rest_url: str, clients: int, warmup: float, seconds: float) -> dict:
+    from tests.bench.loadgen import run_h2load_grpc
+
+    failed_before = predict_failures(rest_url)
+    result = run_h2load_grpc(
+        target, PREDICT, predict_request_bytes(), streams=clients, seconds=seconds, warmup=warmup
+    )
+    return {
+        "rps": result.requests_per_s,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "errors": result.http_errors + predict_failures(rest_url) - failed_before,
+        "client_cpu": result.client_cpu_percent / 100,
+    }
+
+
+def predict_failures(rest_url: str) -> int:
+    """Predict calls the server answered with a status other than OK, from its metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{rest_url}/monitoring/prometheus/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(":tensorflow:serving:request_count{")
+            and 'API="Predict"' in line
+            and 'status="OK"' not in line
+        )
+    )
+
+
 def check_answer(target: str) -> None:
     import grpc
 
@@ -157,6 +194,7 @@ def measure(
     warmup: float,
     seconds: float,
     server_args: Sequence[str] = (),
+    client: str = "h2load",
 ) -> list[Row]:
     rows = []
     with running_modelserver(
@@ -165,7 +203,10 @@ def measure(
         check_answer(server.grpc_target)
         for n in clients:
             cpu0, t0 = process_cpu_seconds(server.process.pid), time.perf_counter()
-            result = run_loadgen(server.grpc_target, n, warmup, seconds)
+            if client == "h2load":
+                result = run_h2load(server.grpc_target, server.rest_url, n, warmup, seconds)
+            else:
+                result = run_loadgen(server.grpc_target, n, warmup, seconds)
             server_cpu = (process_cpu_seconds(server.process.pid) - cpu0) / (
                 time.perf_counter() - t0
             )
@@ -280,6 +321,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "with --), e.g. --server-args=--tensorflow_intra_op_parallelism=1",
     )
     p.add_argument("--modes", default="off,on", help="batching modes to run: off,on")
+    p.add_argument(
+        "--client",
+        choices=("h2load", "python"),
+        default="h2load",
+        help="load generator: h2load (C, default) or a grpc.aio process",
+    )
     p.add_argument("--loadgen", metavar="TARGET", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -295,6 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: --clients must be integers, got {args.clients!r}", file=sys.stderr)
         return 2
     from tests.bench.gateway import resolve_models
+    from tests.bench.loadgen import LoadgenError, h2load_path
+
+    if args.client == "h2load":
+        try:
+            h2load_path()
+        except LoadgenError as exc:
+            print(f"bench: {exc}; or run with --client python", file=sys.stderr)
+            return 2
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-modelserver-") as scratch:
@@ -309,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.warmup,
                 args.seconds,
                 args.server_args.split(),
+                args.client,
             )
         print("data plane in-process ...", flush=True)
         in_process = measure_in_process(models_dir, clients, args.seconds)
