@@ -8,6 +8,9 @@ them with a small HTML page; these workers answer ``{"error": {"code": ..., "mes
 with gunicorn's status codes and keep its logging (a warning per refused request, a traceback for
 a real 500, the access-log line). A 500 says only that the gateway logged the details.
 
+All three also read a request body that has a Content-Length through ``LengthBody`` (a few
+large socket reads instead of gunicorn's 1 KiB steps); chunked bodies keep gunicorn's reader.
+
 ``gunicorn.conf.py`` maps ``GATEWAY_WORKER_CLASS`` (``sync``, ``gthread``, ``gevent``) to
 ``SyncWorker``, ``ThreadWorker`` and ``GeventWorker`` here. gunicorn's master imports this module
 to find the class before it forks, so the module imports neither the app (``errors.py`` brings
@@ -18,8 +21,10 @@ nor gevent (only ``GeventWorker`` does, on first access).
 from __future__ import annotations
 
 import functools
+import io
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -28,6 +33,8 @@ from typing import Any
 from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http import errors as http_errors
+from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker as _StockThreadWorker
@@ -184,12 +191,173 @@ class JsonErrorsMixin(Worker):
             self.log.debug("Failed to send error message.")
 
 
+#: What a body read allocates before the bytes are there; bigger reads double piece by piece, so
+#: a client that declares a large body and then stalls pins little memory.
+_FIRST_PIECE = 64 * 1024
+#: Most a ``readline`` asks the socket for at once.
+_LINE_PIECE = 8 * 1024
+
+
+class LengthBody:
+    """``wsgi.input`` for a body with a Content-Length, read with few large socket reads.
+
+    gunicorn 23's ``Body`` reads such a body in ``LengthReader.read(1024)`` steps, each taking a
+    whole ≤8 KiB ``recv`` from the ``SocketUnreader``, keeping 1 KiB and unreading the rest:
+    ≈700 Python-level rounds of copying for a 730 kB body (docs/performance.md). This reader
+    first takes what gunicorn already buffered (the ``Body``'s bytes, then the unreader's, never
+    more than the body: pipelined bytes of the next request stay in the unreader), then
+    ``recv_into``s the rest of the declared length into preallocated buffers (the caller's own,
+    with ``readinto``), never past it.
+
+    ``LengthReader.length`` stays what is left of the body on the connection: gunicorn drains an
+    unread body before the next keep-alive request through ``req.body`` (this object), and a
+    peer that closes early gives a short body and a connection gunicorn then closes, as with its
+    own reader. Like ``Body``, ``read(n)`` returns ``n`` bytes unless the body ends first.
+    """
+
+    __slots__ = ("_ahead", "_reader", "_sock", "_unreader")
+
+    def __init__(self, body: Body) -> None:
+        self._reader: LengthReader = body.reader
+        self._unreader: SocketUnreader = body.reader.unreader
+        self._sock = self._unreader.sock
+        # Bytes already counted out of the reader's length but not returned yet (readline's
+        # look-ahead, or whatever gunicorn's Body had buffered).
+        self._ahead = bytearray(body.buf.getvalue())
+
+    def read(self, size: int | None = None) -> bytes:
+        size = _wanted(size)
+        ahead = self._ahead
+        if size <= len(ahead):
+            data = bytes(ahead[:size])
+            del ahead[:size]
+            return data
+        wanted = min(size - len(ahead), self._reader.length)
+        pieces: list[bytes | bytearray | memoryview] = []
+        if ahead:
+            pieces.append(bytes(ahead))
+            ahead.clear()
+        received = 0
+        while received < wanted:
+            piece = bytearray(min(wanted - received, max(_FIRST_PIECE, received)))
+            got = self._fill(memoryview(piece), exact=True)
+            received += got
+            if got < len(piece):  # the peer closed early
+                pieces.append(memoryview(piece)[:got])
+                break
+            pieces.append(piece)
+        if len(pieces) == 1:
+            return bytes(pieces[0])
+        return b"".join(pieces)
+
+    def readline(self, size: int | None = None) -> bytes:
+        size = _wanted(size)
+        ahead = self._ahead
+        searched = 0
+        while True:
+            end = ahead.find(b"\n", searched, size)
+            if end >= 0:
+                end += 1
+                break
+            if len(ahead) >= size or not self._reader.length:
+                end = size
+                break
+            searched = len(ahead)
+            piece = bytearray(min(self._reader.length, _LINE_PIECE))
+            got = self._fill(memoryview(piece), exact=False)
+            ahead += memoryview(piece)[:got]
+        line = bytes(ahead[:end])
+        del ahead[:end]
+        return line
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        # werkzeug's LimitedStream (how Flask reads a body) uses this when it exists: the socket
+        # then fills werkzeug's own buffer.
+        view = memoryview(buffer).cast("B")
+        ahead = self._ahead
+        filled = min(len(ahead), len(view))
+        if filled:
+            view[:filled] = ahead[:filled]
+            del ahead[:filled]
+        wanted = min(len(view) - filled, self._reader.length)
+        if wanted:
+            filled += self._fill(view[filled : filled + wanted], exact=True)
+        return filled
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return list(self)
+
+    def __iter__(self) -> LengthBody:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def _fill(self, view: memoryview, *, exact: bool) -> int:
+        """Fills ``view`` (at most what is left of the body) from the unreader's bytes, then the
+        socket: all of it when ``exact``, else what one read gives. Returns the count."""
+        wanted = len(view)
+        filled = 0
+        buffered = self._unreader.buf.getvalue()
+        if buffered:
+            filled = min(len(buffered), wanted)
+            view[:filled] = buffered[:filled]
+            # Unreader.read and .unread seek to the end themselves.
+            self._unreader.buf = io.BytesIO(buffered[filled:])
+        closed = False
+        while filled < wanted and (exact or not filled):
+            got = self._sock.recv_into(view[filled:])
+            if not got:
+                closed = True
+                break
+            filled += got
+        # Nothing more will come: 0 left, as gunicorn's drain and next request then see EOF.
+        self._reader.length = 0 if closed else self._reader.length - filled
+        return filled
+
+
+def _wanted(size: int | None) -> int:
+    # gunicorn's Body.getsize: None or negative means everything.
+    if size is None:
+        return sys.maxsize
+    if not isinstance(size, int):
+        raise TypeError("size must be an integral type")
+    return sys.maxsize if size < 0 else size
+
+
+def use_length_body(req: Any) -> None:
+    """Gives ``req`` a ``LengthBody`` when gunicorn would read its body through a
+    ``LengthReader`` on a socket; chunked bodies and anything else keep gunicorn's reader."""
+    body = getattr(req, "body", None)
+    if (
+        type(body) is Body
+        and type(body.reader) is LengthReader
+        and body.reader.length > 0
+        and isinstance(body.reader.unreader, SocketUnreader)
+        and type(body.reader.unreader.buf) is io.BytesIO
+    ):
+        req.body = LengthBody(body)
+
+
 class SyncWorker(JsonErrorsMixin, _StockSyncWorker):
-    """gunicorn's sync worker, answering its own request errors in JSON."""
+    """gunicorn's sync worker, answering its own request errors in JSON, reading bodies of known
+    length with ``LengthBody``."""
+
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
+        use_length_body(req)
+        return super().handle_request(listener, req, client, addr)
 
 
 class ThreadWorker(JsonErrorsMixin, _StockThreadWorker):
-    """gunicorn's gthread worker, answering its own request errors in JSON."""
+    """gunicorn's gthread worker, answering its own request errors in JSON, reading bodies of
+    known length with ``LengthBody``."""
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        use_length_body(req)
+        return super().handle_request(req, conn)
 
 
 class MergedWrites:
@@ -226,6 +394,10 @@ class MergedWrites:
         self.flush()
         return self._sock.recv(*args)
 
+    def recv_into(self, *args: Any) -> int:
+        self.flush()
+        return self._sock.recv_into(*args)
+
     def close(self) -> None:
         try:
             self.flush()
@@ -246,12 +418,14 @@ def _gevent_worker() -> type[Worker]:
 
     class GeventWorker(JsonErrorsMixin, StockGeventWorker):
         """gunicorn's gevent worker, answering its own request errors in JSON, with the header
-        block and body of a response sent in one write (``MergedWrites``)."""
+        block and body of a response sent in one write (``MergedWrites``) and bodies of known
+        length read with ``LengthBody``."""
 
         def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
             super().handle(listener, MergedWrites(client), addr)
 
         def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+            use_length_body(req)
             answer = super().handle_request(listener_name, req, sock, addr)
             # A keep-alive connection whose next request is already buffered would be served
             # again without yielding, starving every other connection of this worker (measured:
