@@ -60,6 +60,10 @@ limit_request_field_size = _int("GATEWAY_LIMIT_REQUEST_FIELD_SIZE", 8190)
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None  # e.g. "-" for stdout; off by default
 errorlog = _text("GATEWAY_ERROR_LOG", "-")
 loglevel = _text("GATEWAY_LOG_LEVEL", "info")
+# Freed memory a worker keeps mapped for its next request instead of returning it to the
+# kernel (glibc only; 0 leaves malloc as it is): big requests stop page-faulting their buffers
+# in again (serving/gateway/malloc.py, docs/performance.md item 14).
+malloc_keep_bytes = _int("GATEWAY_MALLOC_KEEP_BYTES", 64 * 1024 * 1024)
 proc_name = "fashion-gateway"
 preload_app = False
 
@@ -78,6 +82,10 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
+    from serving.gateway.malloc import keep_freed_memory
+
+    if malloc_keep_bytes and not keep_freed_memory(malloc_keep_bytes):
+        worker.log.warning("GATEWAY_MALLOC_KEEP_BYTES ignored: no glibc mallopt here")
     # gevent workers monkey-patch the stdlib in init_process(); gRPC must be told to cooperate
     # after that and before any channel exists (ours are created on the first request).
     if "gevent" in worker_class.lower():  # also serving.gateway.workers.GeventWorker
