@@ -114,9 +114,10 @@ def _numbers(text: bytes, ends: np.ndarray) -> np.ndarray:
     # Views of the text shifted by one and two characters: at index e they hold the characters
     # before e, so no shifted copy of the (large) index array is needed.
     shifted = np.frombuffer(b"  " + text, dtype=np.uint8)
-    values = shifted[2:][ends] - np.uint8(ord("0"))
-    tens = shifted[1:-1][ends] - np.uint8(ord("0"))
-    hundreds = shifted[:-2][ends] - np.uint8(ord("0"))
+    # np.take: about twice as fast as fancy indexing for these 200k-element gathers.
+    values = np.take(shifted[2:], ends) - np.uint8(ord("0"))
+    tens = np.take(shifted[1:-1], ends) - np.uint8(ord("0"))
+    hundreds = np.take(shifted[:-2], ends) - np.uint8(ord("0"))
     has_tens = tens < 10  # a digit before the last one (the text starts with "[", not a digit)
     has_hundreds = has_tens & (hundreds < 10)
     return (
