@@ -74,6 +74,12 @@ if _created_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
 _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
+# Imported here, once the directory is set, not in child_exit: gunicorn runs child_exit from its
+# SIGCHLD handler, and a second worker exiting while the first call is still importing
+# prometheus_client re-entered that import ("partially initialized module", master exit 1 on a
+# graceful shutdown; tests/reliability/shutdown.py caught it).
+from prometheus_client import multiprocess as _prometheus_multiprocess  # noqa: E402
+
 
 def on_starting(server) -> None:
     os.makedirs(_metrics_dir, exist_ok=True)
@@ -95,9 +101,7 @@ def post_worker_init(worker) -> None:
 
 
 def child_exit(server, worker) -> None:
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    _prometheus_multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server) -> None:

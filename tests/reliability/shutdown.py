@@ -32,7 +32,7 @@ MODELSERVER_GRACE_SECONDS = 20  # serving/modelserver/server.py SHUTDOWN_GRACE_S
 def run(ctx: Context) -> Result:
     result = Result("shutdown")
     ctx.ensure_server()
-    gw_samples, gw_signal, gw_code, gw_exit = _gateway_part(ctx)
+    gw_samples, gw_signal, gw_code, gw_exit, gw_log = _gateway_part(ctx)
     ms_samples, ms_signal, ms_code, ms_exit = _modelserver_part(ctx)
 
     notes = []
@@ -72,11 +72,14 @@ def run(ctx: Context) -> Result:
         result.check(len(in_flight) > 0, f"{who}: no request was in flight at the signal")
         result.check(code == 0, f"{who} exited with {code}")
         result.check(took <= grace + 2, f"{who} took {took:.1f} s to exit (grace {grace} s)")
+    if gw_code != 0:
+        # The evidence goes with the failure: gunicorn says why it did not exit 0.
+        result.problems.append(f"gunicorn log, last lines:\n{gw_log}")
     result.key = "; ".join(notes)
     return result
 
 
-def _gateway_part(ctx: Context) -> tuple[list[Sample], float, int | None, float]:
+def _gateway_part(ctx: Context) -> tuple[list[Sample], float, int | None, float, str]:
     with DelayProxy(ctx.server.target) as proxy:
         env = {"GATEWAY_GRACEFUL_TIMEOUT": str(GRACEFUL_SECONDS)}
         with ctx.gateway(env, grpc_target=proxy.target) as gw:
@@ -91,7 +94,8 @@ def _gateway_part(ctx: Context) -> tuple[list[Sample], float, int | None, float]
                 except Exception:
                     code = None
                 exited = time.monotonic()
-    return loop.samples, signalled, code, exited - signalled
+            log_tail = gw.log_tail(40)
+    return loop.samples, signalled, code, exited - signalled, log_tail
 
 
 def _modelserver_part(ctx: Context) -> tuple[list[Sample], float, int | None, float]:
