@@ -553,7 +553,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--models-dir", type=Path, default=Path("models"))
-    p.add_argument("--seconds", type=float, default=10.0, help="per measured point (default 10)")
+    p.add_argument(
+        "--seconds", type=loadgen.duration, default=10.0, help="per measured point (default 10)"
+    )
     p.add_argument("--connections", type=_int_list, default=CONNECTIONS, help="default: 1,8,32")
     p.add_argument(
         "--batch-connections",

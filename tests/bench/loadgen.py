@@ -10,6 +10,7 @@ human-readable text except what the Lua API lacks.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -64,6 +65,27 @@ class WrkResult:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+def _seconds(text: str, *, zero_ok: bool) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (seconds >= 0 if zero_ok else seconds > 0):  # also refuses nan
+        bound = ">= 0" if zero_ok else "> 0"
+        raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text!r}")
+    return seconds
+
+
+def duration(text: str) -> float:
+    """argparse type for a measured duration in seconds: a positive number."""
+    return _seconds(text, zero_ok=False)
+
+
+def warmup_duration(text: str) -> float:
+    """argparse type for an unmeasured warm-up in seconds: zero or more."""
+    return _seconds(text, zero_ok=True)
 
 
 def wrk_path() -> str:
@@ -175,8 +197,8 @@ def run_h2load_grpc(
             f"-d{body_file}",
             "-Hcontent-type: application/grpc",
             "-Hte: trailers",
-            f"--warm-up-time={warmup:g}s",
-            f"-D{seconds:g}s",
+            f"--warm-up-time={round(warmup * 1000)}ms",  # h2load takes no fractions of s
+            f"-D{round(seconds * 1000)}ms",
             f"--log-file={log_file}",
             f"http://{target}{method}",
         ]

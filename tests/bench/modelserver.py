@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.bench.loadgen import duration, warmup_duration
 from tests.helpers.modelserver_process import running_modelserver
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -311,8 +312,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--models-dir", type=Path, default=Path("models"))
-    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell")
-    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per cell")
+    p.add_argument("--seconds", type=duration, default=10.0, help="measured seconds per cell")
+    p.add_argument(
+        "--warmup", type=warmup_duration, default=2.0, help="unmeasured seconds per cell"
+    )
     p.add_argument("--clients", default="1,16", help="comma-separated concurrency levels")
     p.add_argument(
         "--server-args",
