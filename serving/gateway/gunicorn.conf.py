@@ -14,6 +14,9 @@ import os
 import shutil
 import tempfile
 
+# ctypes only: safe for the master, which must not import the app.
+from serving.gateway.malloc import MAX_KEEP_BYTES, keep_freed_memory
+
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
@@ -64,6 +67,10 @@ loglevel = _text("GATEWAY_LOG_LEVEL", "info")
 # kernel (glibc only; 0 leaves malloc as it is): big requests stop page-faulting their buffers
 # in again (serving/gateway/malloc.py, docs/performance.md item 14).
 malloc_keep_bytes = _int("GATEWAY_MALLOC_KEEP_BYTES", 64 * 1024 * 1024)
+if not 0 <= malloc_keep_bytes <= MAX_KEEP_BYTES:
+    raise SystemExit(
+        f"GATEWAY_MALLOC_KEEP_BYTES must be 0..{MAX_KEEP_BYTES} (bytes), got {malloc_keep_bytes}"
+    )
 proc_name = "fashion-gateway"
 preload_app = False
 
@@ -88,8 +95,6 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
-    from serving.gateway.malloc import keep_freed_memory
-
     if malloc_keep_bytes and not keep_freed_memory(malloc_keep_bytes):
         worker.log.warning("GATEWAY_MALLOC_KEEP_BYTES ignored: no glibc mallopt here")
     # gevent workers monkey-patch the stdlib in init_process(); gRPC must be told to cooperate

@@ -18,12 +18,17 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 # glibc refuses an mmap threshold above HEAP_MAX_SIZE / 2 (32 MiB on 64-bit builds).
 MAX_MMAP_THRESHOLD = 32 * 1024 * 1024
+#: mallopt takes a C int.
+MAX_KEEP_BYTES = 2**31 - 1
 
 
 def keep_freed_memory(keep_bytes: int) -> bool:
     """Set glibc's trim threshold to ``keep_bytes`` and its mmap threshold to the same, capped
-    at 32 MiB. Returns False where it could not (not glibc, or 0 given: nothing changed)."""
-    if keep_bytes <= 0:
+    at 32 MiB (glibc's own limit). Returns False where it could not (not glibc, or 0 given:
+    nothing changed); ``keep_bytes`` must be 0..MAX_KEEP_BYTES."""
+    if not 0 <= keep_bytes <= MAX_KEEP_BYTES:
+        raise ValueError(f"keep_bytes must be 0..{MAX_KEEP_BYTES}, got {keep_bytes}")
+    if keep_bytes == 0:
         return False
     name = ctypes.util.find_library("c")
     try:
@@ -33,7 +38,6 @@ def keep_freed_memory(keep_bytes: int) -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    keep = min(keep_bytes, 2**31 - 1)
-    mmap_ok = mallopt(M_MMAP_THRESHOLD, min(keep, MAX_MMAP_THRESHOLD)) == 1
-    trim_ok = mallopt(M_TRIM_THRESHOLD, keep) == 1
+    mmap_ok = mallopt(M_MMAP_THRESHOLD, min(keep_bytes, MAX_MMAP_THRESHOLD)) == 1
+    trim_ok = mallopt(M_TRIM_THRESHOLD, keep_bytes) == 1
     return mmap_ok and trim_ok

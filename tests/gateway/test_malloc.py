@@ -8,12 +8,14 @@ import sys
 import pytest
 
 from serving.gateway.malloc import keep_freed_memory
+from tests.gateway.test_pre_app_errors import load_conf
 
 # In a fresh interpreter: optionally keep freed memory, then allocate and free 20 MiB (touching
 # every page) and print how much RSS that left behind, in KiB.
 _PROBE = """
 import sys
 from serving.gateway.malloc import keep_freed_memory
+from tests.gateway.test_pre_app_errors import load_conf
 keep = int(sys.argv[1])
 assert keep_freed_memory(keep) is (keep > 0)
 
@@ -49,6 +51,16 @@ def test_freed_memory_is_kept_only_when_asked():
     assert _rss_left_kib(64 * 1024 * 1024) > 16 * 1024
 
 
-def test_zero_changes_nothing():
+def test_zero_changes_nothing_and_out_of_range_is_refused():
     assert keep_freed_memory(0) is False
-    assert keep_freed_memory(-1) is False
+    for bad in (-1, 2**31):
+        with pytest.raises(ValueError, match="keep_bytes must be"):
+            keep_freed_memory(bad)
+
+
+@pytest.mark.parametrize("value", ["-1", "2147483648"])
+def test_gunicorn_conf_refuses_an_out_of_range_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, value: str
+) -> None:
+    with pytest.raises(SystemExit, match=r"GATEWAY_MALLOC_KEEP_BYTES must be 0\.\.2147483647"):
+        load_conf(monkeypatch, tmp_path, GATEWAY_MALLOC_KEEP_BYTES=value)
