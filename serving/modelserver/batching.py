@@ -14,6 +14,7 @@ that is never reached on purpose, not a wait (docs/modelserver.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -234,10 +235,13 @@ class _AsyncTask:
 class AsyncBatcher:
     """For the asyncio gRPC server: everything but the graph call runs on the event loop.
 
-    Requests wait as futures (no thread each); up to ``num_batch_threads`` drain tasks take
-    everything queued for one signature as soon as they are free and run it in ``executor``,
-    while the loop keeps parsing requests, so batches grow under load without a fixed wait.
-    Use from the loop thread only.
+    Requests wait as futures (no thread each). While fewer than ``num_batch_threads`` batches
+    are running, a new request starts one at once with everything queued for the oldest
+    signature (itself included); when a batch finishes, a callback answers its requests and
+    starts the next batch from whatever queued meanwhile, so batches grow under load without a
+    fixed wait. Batches are run and answered by callbacks, not by a waiting coroutine, so a
+    lone request costs no extra loop turn and a client that goes away cannot strand the other
+    requests of its batch. Use from the loop thread only.
     """
 
     def __init__(self, config: BatchingConfig, executor: Executor, metrics: Any = None) -> None:
@@ -247,8 +251,8 @@ class AsyncBatcher:
         self._max_queued_rows = config.max_batch_size * config.max_enqueued_batches
         self._queues: dict[tuple[int, str], _Queue] = {}
         self._ready: deque[_Queue] = deque()
-        self._drains = 0
-        self._drain_tasks: set[asyncio.Task] = set()
+        self._running = 0  # batches in the executor now
+        self._starting = 0  # batch starts scheduled for the next loop turn
         self._stopping = False
 
     async def run(
@@ -270,11 +274,11 @@ class AsyncBatcher:
             self._ready.append(queue)
         queue.tasks.append(task)  # type: ignore[arg-type]
         queue.rows += rows
-        if self._drains < self._config.num_batch_threads:
-            self._drains += 1
-            drain = loop.create_task(self._drain())
-            self._drain_tasks.add(drain)  # the loop keeps only weak references to tasks
-            drain.add_done_callback(self._drain_tasks.discard)
+        if self._running + self._starting < self._config.num_batch_threads:
+            # Start on the next loop turn, not now: requests answered together come back
+            # together, and this lets all of them join the batch instead of the first alone.
+            self._starting += 1
+            loop.call_soon(self._start_waiting, loop)
         return await task.future
 
     def _take(self) -> tuple[_Queue, list[_AsyncTask]]:
@@ -294,32 +298,54 @@ class AsyncBatcher:
                 del self._queues[key]
         return queue, batch
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _start_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._starting -= 1
+        if self._ready and self._running < self._config.num_batch_threads:
+            self._start_batch(loop)
+
+    def _start_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the next batch in the executor; ``_finish_batch`` answers it."""
+        queue, batch = self._take()
         try:
-            while self._ready:
-                queue, batch = self._take()
-                try:
-                    results, started, seconds = await loop.run_in_executor(
-                        self._executor,
-                        _timed_run_batch,
-                        queue.signature,
-                        [t.inputs for t in batch],
-                    )
-                except Exception as exc:
-                    log.exception("batched run of %r failed", queue.servable)
-                    error = Internal(f"batched run of model '{queue.servable.name}' failed: {exc}")
-                    for task in batch:
-                        if not task.future.done():
-                            task.future.set_exception(error)
-                    continue
+            running = loop.run_in_executor(
+                self._executor, _timed_run_batch, queue.signature, [t.inputs for t in batch]
+            )
+        except Exception as exc:  # e.g. the executor is already shut down
+            self._fail(queue, batch, exc)
+            return
+        self._running += 1
+        running.add_done_callback(functools.partial(self._finish_batch, loop, queue, batch))
+
+    def _finish_batch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: _Queue,
+        batch: list[_AsyncTask],
+        running: asyncio.Future,
+    ) -> None:
+        self._running -= 1
+        try:
+            if running.cancelled():
+                self._fail(queue, batch, RuntimeError("the graph call was cancelled"))
+            elif running.exception() is not None:
+                self._fail(queue, batch, running.exception())  # type: ignore[arg-type]
+            else:
+                results, started, seconds = running.result()
                 for task, outputs in zip(batch, results, strict=True):
                     if not task.future.done():  # the client may have gone (cancelled)
                         task.future.set_result(outputs)
                 if self._metrics is not None:
                     _record(self._metrics, queue.servable, batch, started, seconds)
         finally:
-            self._drains -= 1
+            while self._ready and self._running < self._config.num_batch_threads:
+                self._start_batch(loop)
+
+    def _fail(self, queue: _Queue, batch: list[_AsyncTask], exc: BaseException) -> None:
+        log.error("batched run of %r failed", queue.servable, exc_info=exc)
+        error = Internal(f"batched run of model '{queue.servable.name}' failed: {exc}")
+        for task in batch:
+            if not task.future.done():
+                task.future.set_exception(error)
 
     def stop(self) -> None:
         """Refuse new requests; queued ones still run."""

@@ -3,6 +3,7 @@ form (batch-size metric > 1), and a full queue answers UNAVAILABLE like TF Servi
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import urllib.request
@@ -17,9 +18,9 @@ import pytest
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.codecs.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
-from serving.modelserver.batching import QUEUE_FULL, Batcher
+from serving.modelserver.batching import QUEUE_FULL, AsyncBatcher, Batcher
 from serving.modelserver.config import BatchingConfig
-from serving.modelserver.errors import Unavailable
+from serving.modelserver.errors import Internal, Unavailable
 from serving.modelserver.servable import Signature
 from serving.modelserver.specs import TensorSpecInfo
 from tests.helpers.modelserver_process import ModelServerProcess, running_modelserver
@@ -202,3 +203,130 @@ def test_many_threads_get_their_own_rows() -> None:
     batcher.stop()
     assert max(seen_batches) > 3 and max(seen_batches) <= 8
     assert batcher._slots == 2  # every slot came back
+
+
+# ---------------------------------------------------------------------------------------------
+# The asyncio batcher (what the gRPC server uses), driven directly on a loop.
+
+
+def _doubling_signature(calls: list[int], gate: threading.Event | None = None) -> Signature:
+    def call(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        if gate is not None:
+            gate.wait(30)
+        calls.append(len(inputs["x"]))
+        if (inputs["x"] < 0).any():
+            raise ValueError("negative input")
+        return {"y": inputs["x"] * 2}
+
+    spec = TensorSpecInfo(np.dtype("float32"), (-1,))
+    return Signature("serving_default", {"x": spec}, {"y": spec}, True, call)
+
+
+def test_async_batcher_merges_queued_requests_and_splits_rows_back() -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+    signature = _doubling_signature(calls, gate)
+    servable: Any = _FakeServable()
+
+    async def scenario() -> list[np.ndarray]:
+        with ThreadPoolExecutor(2) as executor:
+            batcher = AsyncBatcher(
+                BatchingConfig(max_batch_size=8, max_enqueued_batches=4, num_batch_threads=1),
+                executor,
+            )
+
+            async def one(i: int, rows: int) -> np.ndarray:
+                x = np.full(rows, i, np.float32)
+                return (await batcher.run(servable, signature, {"x": x}, rows))["y"]
+
+            first = asyncio.ensure_future(one(0, 1))
+            await asyncio.sleep(0.05)  # request 0 runs alone; the next ones queue behind it
+            rest = [asyncio.ensure_future(one(i, 2)) for i in range(1, 6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            return await asyncio.wait_for(asyncio.gather(first, *rest), 30)
+
+    results = asyncio.run(scenario())
+    for i, y in enumerate(results):
+        np.testing.assert_array_equal(y, np.full(1 if i == 0 else 2, 2 * i))
+    assert calls == [1, 8, 2]  # then 4 requests (8 rows, the limit) merged, then the last one
+
+
+def test_async_batcher_fails_a_whole_batch_when_the_graph_fails_and_keeps_serving() -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+    signature = _doubling_signature(calls, gate)
+    servable: Any = _FakeServable()
+
+    async def scenario() -> tuple[list[Any], np.ndarray]:
+        with ThreadPoolExecutor(2) as executor:
+            batcher = AsyncBatcher(
+                BatchingConfig(max_batch_size=8, max_enqueued_batches=4, num_batch_threads=1),
+                executor,
+            )
+
+            def run(value: float) -> Any:
+                x = np.full(1, value, np.float32)
+                return asyncio.ensure_future(batcher.run(servable, signature, {"x": x}, 1))
+
+            blocker = run(1)
+            await asyncio.sleep(0.05)
+            doomed = [run(2), run(-1), run(3)]  # one bad row fails the graph call of all three
+            await asyncio.sleep(0.05)
+            gate.set()
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(blocker, *doomed, return_exceptions=True), 30
+            )
+            after = await asyncio.wait_for(run(4), 30)  # the batcher still serves
+            return outcomes, after["y"]
+
+    outcomes, after = asyncio.run(scenario())
+    np.testing.assert_array_equal(outcomes[0]["y"], [2])
+    for outcome in outcomes[1:]:
+        assert isinstance(outcome, Internal) and "negative input" in outcome.message
+    np.testing.assert_array_equal(after, [8])
+
+
+def test_async_batcher_answers_a_batch_whose_first_client_went_away() -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+    signature = _doubling_signature(calls, gate)
+    servable: Any = _FakeServable()
+
+    async def scenario() -> list[np.ndarray]:
+        with ThreadPoolExecutor(2) as executor:
+            batcher = AsyncBatcher(
+                BatchingConfig(max_batch_size=8, max_enqueued_batches=4, num_batch_threads=1),
+                executor,
+            )
+
+            def run(value: float) -> Any:
+                x = np.full(1, value, np.float32)
+                return asyncio.ensure_future(batcher.run(servable, signature, {"x": x}, 1))
+
+            started = run(1)  # starts the batch, then its client cancels
+            others = [run(2), run(3)]  # queued behind it
+            await asyncio.sleep(0.05)  # request 1 is in the graph call now
+            started.cancel()
+            gate.set()
+            return [r["y"] for r in await asyncio.wait_for(asyncio.gather(*others), 30)]
+
+    assert [list(y) for y in asyncio.run(scenario())] == [[4], [6]]
+
+
+def test_async_batcher_fails_cleanly_when_the_executor_is_gone() -> None:
+    signature = _doubling_signature([])
+    servable: Any = _FakeServable()
+
+    async def scenario() -> None:
+        executor = ThreadPoolExecutor(1)
+        executor.shutdown()
+        batcher = AsyncBatcher(
+            BatchingConfig(max_batch_size=8, max_enqueued_batches=4, num_batch_threads=1),
+            executor,
+        )
+        x = np.ones(1, np.float32)
+        await asyncio.wait_for(batcher.run(servable, signature, {"x": x}, 1), 30)
+
+    with pytest.raises(Internal, match="batched run of model 'fake' failed"):
+        asyncio.run(scenario())
