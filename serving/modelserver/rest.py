@@ -57,6 +57,7 @@ _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?",
     re.IGNORECASE,
 )
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _SIGNATURE_METHODS = {
     "classify": ("Classify", "classification", "tensorflow/serving/classify"),
     "regress": ("Regress", "regression", "tensorflow/serving/regress"),
@@ -273,6 +274,10 @@ def _parse_examples_request(body: bytes, verb: str) -> str | None:
     return signature_name
 
 
+def _too_large(length: int, limit: int) -> RestResponse:
+    return error_response(413, f"Request body of {length} bytes exceeds the limit of {limit} bytes")
+
+
 def _method_not_allowed(method: str, path: str, allowed: str) -> RestResponse:
     return error_response(
         405,
@@ -333,6 +338,19 @@ class _Handler(BaseHTTPRequestHandler):
             response = error_response(500, "Internal error; see server log")
         self._write(response, head=head)
 
+    def handle_expect_100(self) -> bool:
+        """Refuse an oversized body before the client sends it: the base class would answer
+        100 Continue first, and the client would then upload the whole body for nothing."""
+        length_header = self.headers.get("Content-Length")
+        limit = self.server.max_body_bytes
+        if length_header is not None and length_header.strip().isdigit():
+            length = int(length_header)
+            if length > limit:
+                self.close_connection = True
+                self._write(_too_large(length, limit))
+                return False
+        return super().handle_expect_100()
+
     def _read_body(self) -> bytes | None:
         limit = self.server.max_body_bytes
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -350,11 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if length > limit:
             self.close_connection = True  # the unread body must not be parsed as a request
-            self._write(
-                error_response(
-                    413, f"Request body of {length} bytes exceeds the limit of {limit} bytes"
-                )
-            )
+            self._write(_too_large(length, limit))
             return None
         return self.rfile.read(length)
 
@@ -364,7 +378,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             while True:
                 size_line = self.rfile.readline(1024)
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
+                size_text = size_line.split(b";", 1)[0].strip()
+                # Hex digits only: int() would also take "-1" (read(-1) = read to EOF, past
+                # the limit), "+5", "0x5" or "1_0".
+                if not _CHUNK_SIZE.fullmatch(size_text):
+                    raise ValueError(size_text)
+                size = int(size_text, 16)
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers

@@ -416,6 +416,37 @@ def test_body_over_the_limit_is_413_and_not_read() -> None:
         server.shutdown()
 
 
+def test_expect_100_continue_over_the_limit_gets_413_without_continue() -> None:
+    server = make_rest_server(FakeDataPlane(), None, "127.0.0.1", 0, max_body_bytes=1000)
+    _start(server)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/models/housing:predict HTTP/1.1\r\nHost: x\r\n"
+                b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+            )
+            reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 413"), reply
+        assert b"100 Continue" not in reply
+        assert b"limit of 1000 bytes" in reply
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("size", [b"-1", b"-5", b"+5", b"0x5", b"1_0", b""])
+def test_chunk_sizes_other_than_hex_digits_are_400(server: RestServer, size: bytes) -> None:
+    # "-1" used to reach rfile.read(-1): the rest of the stream read into memory, no limit.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/models/housing:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + size + b"\r\n"
+        )
+        sock.settimeout(5)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert b"Malformed chunked request body" in reply
+
+
 def test_invalid_content_length_is_400(server: RestServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
