@@ -25,6 +25,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,13 +81,29 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
     try:
         # The standard parser accepts NaN/Infinity/-Infinity and integers beyond 64 bits, which
         # orjson refuses; anything it refuses too is really malformed.
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CodecError(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
     except RecursionError:
         raise CodecError(f"JSON Parse error: {first_error}") from None
-    except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit conversion limit
-        raise CodecError(f"JSON Parse error: {exc}") from None
+    except ValueError:  # an integer beyond Python's 4,300-digit conversion limit
+        raise CodecError("JSON Parse error: Number too big to be stored in double.") from None
+    # It also accepts escaped lone surrogates ("\ud800"), which orjson and rapidjson refuse:
+    # such a str cannot be encoded as UTF-8 again, so it would break every later use.
+    if _SURROGATE_ESCAPE.search(text) is not None and not _utf8_encodable(doc):
+        raise CodecError("JSON Parse error: The surrogate pair in string is invalid.")
+    return doc
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _utf8_encodable(doc: Any) -> bool:
+    try:
+        json.dumps(doc, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def excerpt(value: Any, limit: int = _EXCERPT) -> str:
@@ -363,6 +380,9 @@ def decode_predict_request(
         # JSON spells booleans only as these tokens; without them numpy's fast path is exact.
         may_hold_bools = b"true" in raw or b"false" in raw
     signature_name = request_signature_name(doc)
+    # As TF Serving: the model, version and signature are looked up before the body's keys are
+    # checked, so an unknown model is NOT_FOUND whatever the body holds.
+    dtypes = _resolve_dtypes(input_dtypes, signature_name)
     has_instances = "instances" in doc
     has_inputs = "inputs" in doc
     if has_instances and has_inputs:
@@ -372,7 +392,6 @@ def decode_predict_request(
     if not has_instances and not has_inputs:
         raise CodecError("Missing 'inputs' or 'instances' key")
 
-    dtypes = _resolve_dtypes(input_dtypes, signature_name)
     if has_instances:
         inputs = _decode_instances(doc["instances"], dtypes, may_hold_bools)
         return PredictRequestJson(signature_name, ROW, inputs)
@@ -614,7 +633,10 @@ def encode_predict_response(outputs: Mapping[str, Any], format: str = ROW) -> by
 
 def encode_error(message: str) -> bytes:
     """TF Serving's error body: ``{"error": "<message>"}``."""
-    return orjson.dumps({"error": message})
+    try:
+        return orjson.dumps({"error": message})
+    except TypeError:  # lone surrogates are not UTF-8: escape them rather than fail
+        return orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode()})
 
 
 # --------------------------------------------------------------------------------------------

@@ -298,6 +298,18 @@ def test_predict_named_objects_for_two_inputs(server: RestServer) -> None:
         ("/v1/models/nope:predict", b'{"instances": [1]}', 404, "nope"),
         ("/v1/models/fashion_mnist/versions/9:predict", b'{"instances": [1]}', 404, "9"),
         ("/v1/models/fashion_mnist/labels/x:predict", b'{"instances": [1]}', 400, "label: x"),
+        # The model is looked up before the body's keys are checked, as TF Serving does.
+        ("/v1/models/nope:predict", b"{}", 404, "nope"),
+        ("/v1/models/fashion_mnist/versions/9:predict", b'{"x": 1}', 404, "9"),
+        # Escaped lone surrogates are a parse error (they were a 500: not encodable as UTF-8).
+        (
+            "/v1/models/fashion_mnist:predict",
+            b'{"instances": [1], "signature_name": "\\ud800"}',
+            400,
+            "surrogate pair",
+        ),
+        ("/v1/models/housing:predict", b'{"instances": [{"\\udc00": 1}]}', 400, "surrogate"),
+        ("/v1/models/housing:classify", b'{"signature_name": "\\ud800"}', 400, "surrogate"),
     ],
 )
 def test_predict_errors(

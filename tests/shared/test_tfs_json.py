@@ -89,6 +89,29 @@ def test_dtype_lookup_errors_propagate_unchanged() -> None:
         tfs_json.decode_predict_request(b'{"instances": [1], "signature_name": "x"}', lookup)
 
 
+def test_model_is_looked_up_before_the_body_keys_are_checked() -> None:
+    # TF Serving resolves model, version and signature first: an unknown model is NOT_FOUND
+    # even when the body has neither 'instances' nor 'inputs'.
+    class MissingError(Exception):
+        pass
+
+    def lookup(name: str | None) -> dict[str, np.dtype]:
+        raise MissingError(name)
+
+    for body in (b"{}", b'{"instances": [1], "inputs": [1]}'):
+        with pytest.raises(MissingError):
+            tfs_json.decode_predict_request(body, lookup)
+
+
+def test_surrogate_pairs_are_kept_and_error_bodies_survive_lone_surrogates() -> None:
+    # A real pair (an emoji) parses on both paths (orjson, and the NaN fallback).
+    assert tfs_json.loads(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+    assert tfs_json.loads(b'{"a": "\\ud83d\\ude00", "n": NaN}')["a"] == "\U0001f600"
+    # An escaped backslash followed by "ud800" is plain text.
+    assert tfs_json.loads(b'{"a": "\\\\ud800", "n": NaN}')["a"] == "\\ud800"
+    assert json.loads(tfs_json.encode_error("x\ud800y")) == {"error": "x\\ud800y"}
+
+
 def test_strings_utf8_and_b64() -> None:
     raw = bytes(range(256))
     encoded = base64.b64encode(raw).decode()
@@ -148,6 +171,10 @@ def test_float_input_accepts_ints_and_keeps_float32_values() -> None:
         (b'{"inputs": {"wide": 16777217, "deep": 1}}', HOUSING, "without loss of precision"),
         (b'{"inputs": {"wide": [true], "deep": 1}}', HOUSING, "not of expected type: float32"),
         (b'{"inputs": {"wide": [1, 2], "deep": [[1], [2, 3]]}}', HOUSING, "unexpected size"),
+        # Escaped lone surrogates: valid JSON syntax, but no UTF-8 string (rapidjson refuses).
+        (b'{"instances": [1], "signature_name": "\\ud800"}', IMAGES, "surrogate pair"),
+        (b'{"inputs": {"\\udc00": 1, "images": [1]}, "n": NaN}', IMAGES, "surrogate pair"),
+        (b'{"instances": [' + b"9" * 5000 + b"]}", IMAGES, "Number too big"),
     ],
 )
 def test_bad_requests_raise_codec_error_naming_the_problem(
