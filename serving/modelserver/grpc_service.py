@@ -240,3 +240,97 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             return model_management_pb2.ReloadConfigResponse()
 
         return await call.run_async(work, model_management_pb2.ReloadConfigResponse())
+
+
+# --------------------------------------------------------------------------------------------
+# Registration
+
+
+class _Undecodable:
+    """What a request that is not a valid serialized message deserializes to."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(from_string: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return from_string(data)
+        except Exception as exc:  # DecodeError, invalid UTF-8 in a string field, ...
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+def _refusing_undecodable(
+    behavior: Callable[[Any, Any], Awaitable[Any]], request_type: str
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def call(request: Any, context: Any) -> Any:
+        if type(request) is _Undecodable:
+            log.debug("undecodable %s: %s", request_type, request.error)
+            # TF Serving's C++ gRPC answers a request it cannot parse with INTERNAL.
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"Failed to parse request: not a valid serialized {request_type}",
+            )
+        return await behavior(request, context)
+
+    return call
+
+
+def _handlers(servicer: Any, methods: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    return {
+        name: grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(getattr(servicer, name), request.DESCRIPTOR.full_name),
+            request_deserializer=_tolerant(request.FromString),
+            response_serializer=response.SerializeToString,
+        )
+        for name, (request, response) in methods.items()
+    }
+
+
+def add_servicers(server: Any, prediction: PredictionServicer, model: ModelServicer) -> None:
+    """Register both services as the generated ``add_*_to_server`` functions do, except that a
+    request that does not parse is answered INTERNAL with one line (as TF Serving's C++ server)
+    instead of grpc's UNKNOWN "Unexpected <class DecodeError>" and a traceback per call."""
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
+
+    prediction_methods = {
+        "Classify": (
+            classification_pb2.ClassificationRequest,
+            classification_pb2.ClassificationResponse,
+        ),
+        "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+        "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+        "MultiInference": (
+            inference_pb2.MultiInferenceRequest,
+            inference_pb2.MultiInferenceResponse,
+        ),
+        "GetModelMetadata": (
+            get_model_metadata_pb2.GetModelMetadataRequest,
+            get_model_metadata_pb2.GetModelMetadataResponse,
+        ),
+    }
+    model_methods = {
+        "GetModelStatus": (
+            get_model_status_pb2.GetModelStatusRequest,
+            get_model_status_pb2.GetModelStatusResponse,
+        ),
+        "HandleReloadConfigRequest": (
+            model_management_pb2.ReloadConfigRequest,
+            model_management_pb2.ReloadConfigResponse,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.PredictionService", _handlers(prediction, prediction_methods)
+            ),
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.ModelService", _handlers(model, model_methods)
+            ),
+        )
+    )

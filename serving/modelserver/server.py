@@ -19,14 +19,13 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.modelserver import config as config_mod
 from serving.modelserver.batching import AsyncBatcher, Batcher
 from serving.modelserver.config import ConfigError
 from serving.modelserver.dataplane import DataPlane
 from serving.modelserver.errors import InvalidArgument
-from serving.modelserver.grpc_service import ModelServicer, PredictionServicer
+from serving.modelserver.grpc_service import ModelServicer, PredictionServicer, add_servicers
 from serving.modelserver.metrics import ServerMetrics
 from serving.modelserver.repository import ModelRepository
 from serving.modelserver.servable import session_config
@@ -144,11 +143,10 @@ class ModelServer:
 
         async def build() -> grpc.aio.Server:
             server = grpc.aio.server(options=GRPC_OPTIONS)
-            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                PredictionServicer(self.dataplane, self.metrics), server
-            )
-            model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-                ModelServicer(self.dataplane, self.metrics, self.reload_config), server
+            add_servicers(
+                server,
+                PredictionServicer(self.dataplane, self.metrics),
+                ModelServicer(self.dataplane, self.metrics, self.reload_config),
             )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             await self._apply_health()  # the servicer starts out SERVING: correct it first

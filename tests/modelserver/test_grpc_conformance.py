@@ -365,3 +365,27 @@ def test_classify_regress_multiinference_unimplemented(
     err = rpc_error(getattr(predict_stub, method), message)
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
     assert method in err.details() and "Predict" in err.details()
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("/tensorflow.serving.PredictionService/Predict", b"\xff\xff\xff"),
+        # model_spec.name holding invalid UTF-8: proto3 refuses to parse it.
+        ("/tensorflow.serving.PredictionService/Predict", b"\x0a\x04\x0a\x02\xff\xfe"),
+        ("/tensorflow.serving.PredictionService/GetModelMetadata", b"\x0a\x05abc"),
+        ("/tensorflow.serving.ModelService/GetModelStatus", b"\xff"),
+    ],
+)
+def test_undecodable_request_is_internal_like_tf_serving(
+    channel: grpc.Channel, modelserver: ModelServerProcess, method: str, body: bytes
+) -> None:
+    # TF Serving's C++ gRPC answers INTERNAL; grpc.aio's default was UNKNOWN "Unexpected
+    # <class 'google.protobuf.message.DecodeError'>" with a traceback logged per call.
+    call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    err = rpc_error(call, body)
+    assert err.code() == grpc.StatusCode.INTERNAL
+    assert "Failed to parse request" in err.details()
+    assert "class" not in err.details()
+    # The server is fine afterwards.
+    assert health_status(modelserver.grpc_target, "") == health_pb2.HealthCheckResponse.SERVING
