@@ -81,7 +81,7 @@ def features_to_inputs(
                 f"{where}: missing feature {missing[0]!r} (needs {', '.join(names)})",
             )
         for name in names:
-            _check_number(item[name], f"{where}: feature {name!r}")
+            _check_number(item[name], f"{where}: feature {name!r}", finite=True)
         for name in inputs:
             columns[name].append([item[feature] for feature in input_features[name]])
     return {name: _float32(rows, name) for name, rows in columns.items()}
@@ -101,11 +101,19 @@ def _input_row(item: dict[str, Any], name: str, width: int | None, where: str) -
     return row
 
 
-def _check_number(value: Any, where: str) -> None:
+#: Values from here on round to infinity in float32 (its largest value plus half a step).
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
+
+def _check_number(value: Any, where: str, *, finite: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HousingInputError(
             "invalid_instance", f"{where} must be a number, got {json_kind(value)}"
         )
+    # Named features are checked here, by name: after the split into wide/deep, _float32 could
+    # only name a column (a feature can be in both inputs).
+    if finite and not abs(value) < _FLOAT32_OVERFLOW:
+        raise HousingInputError("invalid_instance", f"{where} is {value}, not a finite float32")
 
 
 def _float32(rows: list[list[float]], name: str) -> np.ndarray:

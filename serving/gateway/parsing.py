@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -76,6 +77,13 @@ def parse_json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"malformed JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ApiError(400, "invalid_json", f"expected a JSON object, got {json_kind(document)}")
+    instances = document.get("instances")
+    objects = (
+        [item for item in instances if isinstance(item, dict)]
+        if isinstance(instances, list)
+        else []
+    )
+    reject_duplicate_keys(body, len(document) + sum(len(item) for item in objects))
     _check_fields(document, allowed)
     if "instances" not in document:
         raise ApiError(400, "missing_instances", 'the JSON object needs an "instances" list')
@@ -83,6 +91,48 @@ def parse_json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
         kind = json_kind(document["instances"])
         raise ApiError(400, "invalid_instances", f'"instances" must be a list, got {kind}')
     return document
+
+
+def reject_duplicate_keys(body: bytes, keys: int) -> None:
+    """Refuse a JSON body that repeats a key in the top-level object or in an object instance:
+    orjson (like most parsers) keeps the last value silently, so ``{"top_k": 1, "top_k": 9}`` or
+    ``{"MedInc": "x", "MedInc": 8.3}`` would be half ignored.
+
+    ``keys``: the keys orjson kept at those levels. Every member has one ":" outside strings, so
+    when the body holds no more colons than that, no key can have been dropped (cheap: a memchr
+    count). Otherwise (a colon in a string, deeper objects, a duplicate) the body is parsed
+    again, with a hook that sees every key, to tell which.
+    """
+    if body.count(b":") <= keys:
+        return
+    duplicates: list[tuple[str, dict[str, Any]]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items) and not duplicates:
+            seen: set[str] = set()
+            key = next(k for k, _ in items if k in seen or seen.add(k))
+            duplicates.append((key, obj))
+        return obj
+
+    try:
+        document = json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return  # orjson read it: a stdlib limit (digits, depth); the later checks decide
+    if not duplicates:
+        return
+    key, obj = duplicates[0]
+    where = "the JSON object"
+    if obj is not document:
+        instances = document.get("instances") if isinstance(document, dict) else None
+        index = next(
+            (i for i, item in enumerate(instances or ()) if item is obj),
+            None,
+        )
+        where = f"instance {index}" if index is not None else "a nested JSON object"
+    raise ApiError(
+        400, "invalid_json", f"duplicate key {quoted(key)} in {where}; give each key once"
+    )
 
 
 def _check_fields(document: Mapping[str, Any], allowed: Iterable[str]) -> None:
@@ -131,6 +181,13 @@ def parse_params(
     text: set[str] = set()
     for name in allowed:
         in_query, in_body = name in query, name in body_fields
+        for source, where in ((query, "the query string"), (body_fields, body_name)):
+            # werkzeug's MultiDicts (query string, form fields) answer only the first value.
+            count = len(source.getlist(name)) if hasattr(source, "getlist") else 0
+            if count > 1:
+                raise ApiError(
+                    400, "invalid_parameter", f"{name} given {count} times in {where}; give it once"
+                )
         if in_query and in_body:
             raise ApiError(
                 400, "invalid_parameter", f"{name} given both in the query string and {body_name}"
@@ -151,13 +208,21 @@ def parse_params(
         version=version,
         version_label=label,
         invert=_invert(values.get("invert")),
-        return_image=_flag("return_image", values.get("return_image")),
+        return_image=_flag("return_image", values.get("return_image"), "return_image" in text),
     )
 
 
 def _as_int(name: str, value: Any, text: bool, minimum: int, maximum: int | None = None) -> int:
+    bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
     # [0-9], not \d: int() would also take other scripts' digits ("\uff11" -> 1).
-    if text and isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,18}", value.strip()):
+    if text and isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        digits = value.strip().lstrip("+-").lstrip("0")
+        if len(digits) > 19:  # beyond every bound here (2**63 - 1 has 19); no int() of it
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"{name} must be {bound}, got a {len(digits)}-digit number",
+            )
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -166,7 +231,6 @@ def _as_int(name: str, value: Any, text: bool, minimum: int, maximum: int | None
             400, "invalid_parameter", f"{name} must be an integer, got {json_kind(value)}"
         )
     if number < minimum or (maximum is not None and number > maximum):
-        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise ApiError(400, "invalid_parameter", f"{name} must be {bound}, got {number}")
     return number
 
@@ -192,12 +256,14 @@ def _label(value: Any) -> str | None:
     return value
 
 
-def _flag(name: str, value: Any) -> bool:
+def _flag(name: str, value: Any, text: bool) -> bool:
     # JSON booleans in a body; the strings "true"/"false" in a query string or form field.
-    if value is None or value is False or value == "false":
+    if value is None:
         return False
-    if value is True or value == "true":
-        return True
+    if text and value in ("true", "false"):
+        return value == "true"
+    if not text and isinstance(value, bool):
+        return value
     raise ApiError(
         400, "invalid_parameter", f"{name} must be true or false, got {json_kind(value)}"
     )
@@ -230,6 +296,7 @@ def fashion_json(
     split = split_pixel_instances(body) if len(body) >= FAST_PIXELS_BYTES else None
     if split is not None:
         fields, images = split
+        reject_duplicate_keys(body, len(fields) + 1)  # the pixel span holds no ":"
         _check_fields(fields, ("instances", *PARAMETERS))
         params = parse_params(query, fields)
         check_count(len(images), max_instances)

@@ -41,11 +41,24 @@ def _query() -> Any:
     return request.args if request.query_string else _EMPTY_QUERY
 
 
+def _check_content_encoding() -> None:
+    # Bodies are read as sent: a gzip-compressed JSON or image body would otherwise be refused
+    # as malformed JSON / an undecodable image, which misleads (RFC 9110: 415).
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding and coding != "identity":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"unsupported Content-Encoding {quoted(coding)}; send the body uncompressed",
+        )
+
+
 @bp.post("/predict")
 def predict_fashion() -> Response:
     gw = state()
     config = gw.config
     g.model = config.fashion_model
+    _check_content_encoding()
     mimetype = media_type(request)
     if is_json(mimetype):
         params, images = fashion_json(
@@ -98,8 +111,30 @@ def predict_fashion() -> Response:
 
 
 def _images_from_multipart(max_instances: int, max_pixels: int) -> tuple[Params, np.ndarray]:
-    files = list(request.files.items(multi=True))
-    form = request.form
+    # werkzeug's parser is silent by default: a missing boundary or a malformed or truncated body
+    # would read as "no files at all". Parsed here with errors on, to say what is wrong.
+    parser = request.make_form_data_parser()
+    parser.silent = False
+    try:
+        _stream, form, file_dict = parser.parse(
+            request.stream, request.mimetype, request.content_length, request.mimetype_params
+        )
+    except ValueError as exc:
+        boundary = request.mimetype_params.get("boundary")
+        if not boundary:
+            message = "multipart/form-data without a boundary parameter in its Content-Type"
+        else:
+            # werkzeug says in which state its parser stopped; PREAMBLE: no boundary line at all.
+            detail = (
+                f"no part starts with the boundary line --{boundary}"
+                if "PREAMBLE" in str(exc)
+                else f"it ends before the closing boundary line --{boundary}--"
+                if "State." in str(exc)
+                else str(exc)
+            )
+            message = f"malformed or truncated multipart/form-data body: {detail}"
+        raise ApiError(400, "invalid_multipart", message) from None
+    files = list(file_dict.items(multi=True))
     params = parse_params(_query(), form, body_name="the form fields", body_is_text=True)
     unknown = [key for key in form if key not in PARAMETERS]
     if unknown:
@@ -164,6 +199,7 @@ def predict_housing() -> Response:
     gw = state()
     config = gw.config
     g.model = config.housing_model
+    _check_content_encoding()
     mimetype = media_type(request)
     if not is_json(mimetype):
         raise unsupported_media_type(mimetype, "application/json")

@@ -7,6 +7,7 @@ dead port or the fake server (a real server cannot be made slow on demand).
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 
 import numpy as np
@@ -265,3 +266,87 @@ def test_named_housing_features_without_a_model_card_are_500_model_card_missing(
         assert "MODEL_CARDS_DIR" in error["message"]
     finally:
         fake.stop()
+
+
+# -- found by the black-box audit: silently half-read or misleadingly answered inputs ---------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fragment"),
+    [
+        ("/predict", b'{"instances": [], "instances": [' + orjson.dumps(GOOD) + b"]}",
+         "duplicate key 'instances' in the JSON object"),
+        ("/predict", b'{"instances": [' + orjson.dumps(GOOD) + b'], "top_k": 1, "top_k": 9}',
+         "duplicate key 'top_k'"),
+        # an escaped key is the same key
+        ("/predict", b'{"instances": [], "instanc\\u0065s": [' + orjson.dumps(GOOD) + b"]}",
+         "duplicate key 'instances'"),
+        # the big-body pixel fast path
+        ("/predict", b'{"top_k": 1, "instances": [' + b",".join([orjson.dumps(GOOD)] * 30)
+         + b'], "top_k": 5}', "duplicate key 'top_k'"),
+        ("/predict", b'{"instances": [{"b64": "AAAA"}, {"b64": "!!", "b64": "AAAA"}]}',
+         "duplicate key 'b64' in instance 1"),
+        ("/predict/housing", b'{"instances": [{"MedInc": "x", ' + orjson.dumps(HOUSE)[1:] + b"]}",
+         "duplicate key 'MedInc' in instance 0"),
+    ],
+)  # fmt: skip
+def test_duplicate_json_keys_are_refused(http, path, body, fragment):
+    _assert_error(http.post(path, body, "application/json"), 400, "invalid_json", fragment)
+
+
+def test_a_colon_inside_a_string_is_not_a_duplicate(http):
+    reply = http.post_json("/predict", {"instances": [GOOD], "version_label": "a:b"})
+    _assert_error(reply, 400, "invalid_parameter", "version_label", "'a:b'")
+
+
+def test_a_parameter_repeated_in_the_query_or_the_form_is_refused(http):
+    reply = http.post_json("/predict?top_k=3&top_k=4", {"instances": [GOOD]})
+    _assert_error(reply, 400, "invalid_parameter", "top_k given 2 times in the query string")
+    png = _png(np.zeros((28, 28), np.uint8))
+    reply = http.request(
+        "POST", "/predict", fields=[("a", ("a.png", png, "image/png")), ("top_k", "3"),
+                                    ("top_k", "5")],
+    )  # fmt: skip
+    _assert_error(reply, 400, "invalid_parameter", "top_k given 2 times in the form fields")
+
+
+def test_json_flags_must_be_json_booleans(http):
+    reply = http.post_json("/predict", {"instances": [GOOD], "return_image": "true"})
+    _assert_error(reply, 400, "invalid_parameter", "return_image", "the string 'true'")
+    assert http.post_json("/predict?return_image=true", {"instances": [GOOD]}).status == 200
+
+
+def test_long_query_integers_get_the_range_message(http):
+    reply = http.post_json("/predict?version=9223372036854775808", {"instances": [GOOD]})
+    _assert_error(reply, 400, "invalid_parameter", "got 9223372036854775808")
+    reply = http.post_json("/predict?top_k=" + "9" * 40, {"instances": [GOOD]})
+    _assert_error(reply, 400, "invalid_parameter", "top_k must be 1..10", "40-digit")
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/housing"])
+def test_compressed_bodies_are_415(http, path):
+    body = gzip.compress(orjson.dumps({"instances": [GOOD]}))
+    reply = http.request(
+        "POST", path, body=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )  # fmt: skip
+    _assert_error(reply, 415, "unsupported_media_type", "Content-Encoding 'gzip'")
+
+
+def test_named_housing_feature_out_of_float32_is_named(http):
+    reply = http.post_json("/predict/housing", {"instances": [{**HOUSE, "AveRooms": -1e39}]})
+    _assert_error(reply, 400, "invalid_instance", "feature 'AveRooms' is -1e+39", "float32")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "fragment"),
+    [
+        ("multipart/form-data", b"--X\r\n\r\n--X--\r\n", "without a boundary"),
+        ("multipart/form-data; boundary=X", b"not multipart at all", "no part starts with"),
+        ("multipart/form-data; boundary=X",
+         b'--X\r\nContent-Disposition: form-data; name="a"; filename="a.png"\r\n\r\nabc',
+         "ends before the closing boundary"),
+    ],
+)  # fmt: skip
+def test_malformed_multipart_is_named(http, content_type, body, fragment):
+    _assert_error(http.post("/predict", body, content_type), 400, "invalid_multipart", fragment)

@@ -45,7 +45,12 @@ def test_explicit_inputs_need_no_card_and_mix_with_named_features() -> None:
         ({**HOUSING_ROW, "MedInc": "high"}, "invalid_instance",
          ["feature 'MedInc' must be a number, got the string 'high'"]),
         ({**HOUSING_ROW, "HouseAge": True}, "invalid_instance", ["'HouseAge'", "a boolean"]),
+        # named: the feature is named (AveRooms is in both inputs; a column would mislead)
         ({**HOUSING_ROW, "MedInc": 1e300}, "invalid_instance",
+         ["instance 1: feature 'MedInc' is 1e+300, not a finite float32"]),
+        ({**HOUSING_ROW, "AveRooms": -1e39}, "invalid_instance",
+         ["instance 1: feature 'AveRooms' is -1e+39, not a finite float32"]),
+        ({"wide": [1e300, 1, 1, 1, 1], "deep": [1] * 6}, "invalid_instance",
          ["instance 1: wide[0] is 1e+300, not a finite float32"]),
         ([1, 2], "invalid_instance", ["instance 1: expected an object of features"]),
         ({"wide": [1] * 5}, "missing_feature", ["instance 1: missing input 'deep'"]),
