@@ -81,7 +81,7 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
     try:
         # The standard parser accepts NaN/Infinity/-Infinity and integers beyond 64 bits, which
         # orjson refuses; anything it refuses too is really malformed.
-        doc = json.loads(text)
+        doc = json.loads(text, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise CodecError(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
     except RecursionError:
@@ -93,6 +93,14 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
     if _SURROGATE_ESCAPE.search(text) is not None and not _utf8_encodable(doc):
         raise CodecError("JSON Parse error: The surrogate pair in string is invalid.")
     return doc
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 overflows a double: orjson and rapidjson refuse it, json would make it Infinity.
+    value = float(text)
+    if math.isinf(value):
+        raise CodecError("JSON Parse error: Number too big to be stored in double.")
+    return value
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

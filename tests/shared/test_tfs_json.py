@@ -175,6 +175,8 @@ def test_float_input_accepts_ints_and_keeps_float32_values() -> None:
         (b'{"instances": [1], "signature_name": "\\ud800"}', IMAGES, "surrogate pair"),
         (b'{"inputs": {"\\udc00": 1, "images": [1]}, "n": NaN}', IMAGES, "surrogate pair"),
         (b'{"instances": [' + b"9" * 5000 + b"]}", IMAGES, "Number too big"),
+        # 1e400 overflows a double: a parse error in rapidjson, not Infinity.
+        (b'{"inputs": {"wide": [[1e400, NaN, 0, 0, 0]], "deep": 1}}', HOUSING, "Number too big"),
     ],
 )
 def test_bad_requests_raise_codec_error_naming_the_problem(
