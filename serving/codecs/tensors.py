@@ -66,6 +66,8 @@ _VALUE_FIELD_BY_DT = {
     DT_STRING: "string_val",
 }
 
+_ALL_VALUE_FIELDS = frozenset(_VALUE_FIELD_BY_DT.values())
+
 #: A tensor may declare at most this many elements; guards against a tiny message that declares
 #: a huge shape and asks us to allocate it.
 MAX_ELEMENTS = 1 << 26
@@ -158,6 +160,16 @@ def tensor_proto_to_ndarray(proto: Any) -> np.ndarray:
         return flat.reshape(shape)
     if len(flat) == 1 and count > 1:  # TensorFlow fills a shape from a single value
         return np.full(shape, flat[0], dtype=dtype)
+    field = _VALUE_FIELD_BY_DT[dt]
+    if not len(flat):
+        # The values were put in the wrong field (string_val for uint8, float_val for int): say
+        # so, rather than "0 values".
+        for other in _ALL_VALUE_FIELDS - {field}:
+            if len(getattr(proto, other)):
+                raise CodecError(
+                    f"a {dtype_name(dt)} tensor takes its values from {field} or "
+                    f"tensor_content, but {other} was filled"
+                )
     raise CodecError(f"tensor has {len(flat)} values but shape {list(shape)} needs {count}")
 
 

@@ -94,3 +94,23 @@ def test_typed_values_out_of_range_are_refused_not_wrapped(dtype_name, field, va
     getattr(proto, field).append(value)
     with pytest.raises(CodecError, match=f"{field} value {value} is out of range"):
         tensor_proto_to_ndarray(proto)
+
+
+@pytest.mark.parametrize(
+    ("dtype_name", "field", "value", "expected_field"),
+    [
+        ("DT_UINT8", "string_val", b"a", "int_val"),
+        ("DT_UINT8", "float_val", 1.0, "int_val"),
+        ("DT_FLOAT", "int_val", 1, "float_val"),
+    ],
+)
+def test_values_in_the_wrong_typed_field_are_named(dtype_name, field, value, expected_field):
+    # TensorFlow would silently read the empty expected field as zeros.
+    proto = protos.TensorProto(dtype=protos.DATA_TYPE[dtype_name])
+    proto.tensor_shape.dim.add().size = 2
+    getattr(proto, field).extend([value, value])
+    with pytest.raises(
+        CodecError,
+        match=f"takes its values from {expected_field} or tensor_content, but {field} was filled",
+    ):
+        tensor_proto_to_ndarray(proto)
