@@ -332,7 +332,10 @@ def _document(
         "400": _error("Bad input; the message names the instance/field and what was expected."),
         "404": _error("Unknown model version or version label (model_not_found)."),
         "413": _error(f"Body larger than {max_body_bytes} bytes (payload_too_large)."),
-        "415": _error("Unsupported Content-Type (unsupported_media_type)."),
+        "415": _error(
+            "Unsupported Content-Type, or a Content-Encoding other than identity "
+            "(unsupported_media_type)."
+        ),
         **_BACKEND_ERRORS,
     }
     binary = {"schema": {"type": "string", "format": "binary"}}
