@@ -166,19 +166,24 @@ class ModelRepository:
 
     def status(self, ref: ModelRef) -> list[VersionState]:
         """GetModelStatus: every known version (newest first) or the one asked for."""
+        # As TF Serving: a label resolves first (ServerCore::GetModelVersionForLabel: an unknown
+        # (model, label) pair is INVALID_ARGUMENT), then get_model_status_impl.cc looks up one
+        # (model, version) or all versions, each with its own NOT_FOUND message.
         snap = self._snapshots.get(ref.name)
-        if snap is None or not snap.states:
-            raise NotFound(f"Could not find any versions of model {ref.name}")
+        states = snap.states if snap is not None else {}
         version = ref.version
         if ref.label is not None:
-            if ref.label not in snap.config.labels:
+            labels = snap.config.labels if snap is not None else {}
+            if ref.label not in labels:
                 raise InvalidArgument(f"Unrecognized servable version label: {ref.label}")
-            version = snap.config.labels[ref.label]
+            version = labels[ref.label]
         if version is None:
-            return [snap.states[v] for v in sorted(snap.states, reverse=True)]
-        if version not in snap.states:
+            if not states:
+                raise NotFound(f"Could not find any versions of model {ref.name}")
+            return [states[v] for v in sorted(states, reverse=True)]
+        if version not in states:
             raise NotFound(f"Could not find version {version} of model {ref.name}")
-        return [snap.states[version]]
+        return [states[version]]
 
     def ready(self) -> bool:
         return all(snap.servables for snap in self._snapshots.values())

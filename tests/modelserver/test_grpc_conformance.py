@@ -341,7 +341,23 @@ def test_status_errors(model_stub: Any) -> None:
     assert err.code() == grpc.StatusCode.NOT_FOUND and "5" in err.details()
     req = get_model_status_pb2.GetModelStatusRequest()
     req.model_spec.name = "nope"
-    assert rpc_error(model_stub.GetModelStatus, req).code() == grpc.StatusCode.NOT_FOUND
+    err = rpc_error(model_stub.GetModelStatus, req)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.details() == "Could not find any versions of model nope"
+
+
+def test_status_of_a_version_of_an_unknown_model_names_the_version(model_stub: Any) -> None:
+    # TF Serving looks the (model, version) pair up directly: same message as for a known model.
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = "nope"
+    req.model_spec.version.value = 3
+    err = rpc_error(model_stub.GetModelStatus, req)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.details() == "Could not find version 3 of model nope"
+    req.model_spec.version_label = "stable"
+    err = rpc_error(model_stub.GetModelStatus, req)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Unrecognized servable version label: stable" in err.details()
 
 
 def test_health_is_serving(modelserver: ModelServerProcess) -> None:
