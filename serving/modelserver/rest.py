@@ -24,6 +24,7 @@ import re
 import socket
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -331,12 +332,37 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        if body and "gzip" in self.headers.get("Content-Encoding", "").lower():
+            body = self._gunzip(body)
+            if body is None:
+                return
         try:
             response = self.server.api.handle(self.command, self.path, body)
         except Exception:  # RestApi maps every expected failure; this is a bug: log, say 500
             logger.exception("REST %s %s failed", self.command, self.path)
             response = error_response(500, "Internal error; see server log")
         self._write(response, head=head)
+
+    def _gunzip(self, body: bytes) -> bytes | None:
+        """TF Serving's HTTP server inflates bodies sent with ``Content-Encoding: gzip``
+        (net_http ``auto_uncompress_input``, on by default); the inflated size is held to the
+        same limit as a plain body, so a small bomb cannot grow into gigabytes."""
+        limit = self.server.max_body_bytes
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing only
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            self._write(error_response(400, f"Failed to uncompress the gzipped body: {exc}"))
+            return None
+        if len(data) > limit:
+            self._write(
+                error_response(413, f"Uncompressed request body exceeds the limit of {limit} bytes")
+            )
+            return None
+        if not inflater.eof:
+            self._write(error_response(400, "Failed to uncompress the gzipped body: truncated"))
+            return None
+        return data
 
     def handle_expect_100(self) -> bool:
         """Refuse an oversized body before the client sends it: the base class would answer

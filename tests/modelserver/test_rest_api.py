@@ -6,6 +6,7 @@ without TensorFlow; tests/modelserver/test_rest_conformance.py runs the real ser
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import socket
@@ -457,6 +458,37 @@ def test_chunk_sizes_other_than_hex_digits_are_400(server: RestServer, size: byt
         reply = sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 400"), reply
     assert b"Malformed chunked request body" in reply
+
+
+def test_gzip_request_body_is_inflated_like_tf_serving(server: RestServer) -> None:
+    # TF Serving's net_http inflates Content-Encoding: gzip bodies (auto_uncompress_input).
+    body = json.dumps({"inputs": {"wide": [[1] * 5], "deep": [[2] * 6]}}).encode()
+    headers = {"Content-Encoding": "gzip"}
+    status, _, data = call(
+        server, "POST", "/v1/models/housing:predict", gzip.compress(body), headers
+    )
+    assert status == 200, data
+    assert json.loads(data) == {"outputs": {"main": [17.0], "aux": [2.0]}}
+    status, _, data = call(server, "POST", "/v1/models/housing:predict", body, headers)
+    assert status == 400 and "Failed to uncompress" in json.loads(data)["error"]
+    truncated = gzip.compress(body)[:-12]
+    status, _, data = call(server, "POST", "/v1/models/housing:predict", truncated, headers)
+    assert status == 400 and "Failed to uncompress" in json.loads(data)["error"]
+
+
+def test_gzip_bomb_is_413() -> None:
+    server = make_rest_server(FakeDataPlane(), None, "127.0.0.1", 0, max_body_bytes=1000)
+    _start(server)
+    try:
+        bomb = gzip.compress(b" " * 200_000)
+        assert len(bomb) < 1000
+        status, _, data = call(
+            server, "POST", "/v1/models/housing:predict", bomb, {"Content-Encoding": "gzip"}
+        )
+        assert status == 413
+        assert "Uncompressed request body exceeds the limit of 1000 bytes" in data.decode()
+    finally:
+        server.shutdown()
 
 
 def test_invalid_content_length_is_400(server: RestServer) -> None:
