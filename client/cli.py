@@ -41,14 +41,53 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+#: TF Serving's versions are int64; a larger --version cannot be sent.
+MAX_VERSION = 2**63 - 1
+#: Plain gRPC targets are HOST:PORT; these URI schemes (gRPC naming) are passed on unchanged.
+_GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def _positive_int(text: str, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"expected 1..{maximum}, got {text!r}")
     return value
+
+
+def _version(text: str) -> int:
+    return _positive_int(text, MAX_VERSION)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _grpc_target(text: str) -> str:
+    """HOST:PORT (or [IPv6]:PORT) with a port 1..65535; gRPC would otherwise wrap a port such as
+    70000 to another one, or use 443 when it is missing. Targets with a gRPC URI scheme
+    (``dns:``, ``unix:``, ...) are left to gRPC."""
+    target = text.strip()
+    if target.lower().startswith(_GRPC_SCHEMES):
+        return target
+    host, sep, port = target.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() for c in host):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port 1..65535, got {text!r}")
+    return target
 
 
 def _seconds(text: str) -> float:
@@ -66,6 +105,7 @@ def _common(*, grpc: bool) -> argparse.ArgumentParser:
     if grpc:
         common.add_argument(
             "--server",
+            type=_grpc_target,
             default=DEFAULT_GRPC,
             help=f"model server gRPC host:port (default $MODEL_SERVER_GRPC or {DEFAULT_GRPC})",
         )
@@ -93,7 +133,7 @@ def _model_selector(parser: argparse.ArgumentParser, default_model: str | None) 
             "--model", default=default_model, help=f"model name (default {default_model})"
         )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--version", type=_positive_int, help="a specific model version")
+    which.add_argument("--version", type=_version, help="a specific model version")
     which.add_argument("--label", help="a version label, e.g. stable or canary")
 
 
@@ -107,7 +147,7 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="predict N random Fashion-MNIST test images and report the accuracy",
     )
-    parser.add_argument("--seed", type=int, help="random seed for --test-images")
+    parser.add_argument("--seed", type=_seed, help="random seed for --test-images (>= 0)")
     parser.add_argument(
         "--data-dir",
         help="Fashion-MNIST IDX directory (default: $FASHION_MNIST_DIR, then the usual places)",

@@ -101,7 +101,9 @@ def cmd_housing(args: argparse.Namespace) -> None:
             version = int(meta["model_spec"]["version"])
             card = card_for_version(args.models_dir, args.model, version)
             selector = {"version": version, "label": None}
-        tensors = split_features(card, rows, "--features" if args.features else str(args.csv))
+        tensors = split_features(
+            card, rows, "--features" if args.features is not None else str(args.csv)
+        )
         main: list[float] = []
         aux: list[float] = []
         version = None

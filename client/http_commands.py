@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -21,6 +22,7 @@ PREDICT_PATH = "/predict"
 HOUSING_PATH = "/predict/housing"
 UPLOAD_FIELD = "image"
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry as is
 
 
 class Gateway:
@@ -28,8 +30,23 @@ class Gateway:
 
     def __init__(self, url: str, timeout: float, api_key: str | None = None) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ClientError(f"--url: expected http(s)://host:port, got {url!r}", EXIT_USAGE)
+        try:
+            port = parts.port  # ValueError unless 0..65535
+        except ValueError:
+            port = 0
+        if port == 0:  # None (the scheme's default) is fine
+            raise ClientError(
+                f"--url: expected http(s)://host:port with a port 1..65535, got {url!r}",
+                EXIT_USAGE,
+            )
+        if api_key and not _HEADER_SAFE.fullmatch(api_key):
+            # Never echoed: the key is a secret.
+            raise ClientError(
+                "GATEWAY_API_KEY must be printable ASCII without spaces (value not shown)",
+                EXIT_USAGE,
+            )
         self.url = url.rstrip("/")
         # No retries: a refused connection or a timeout is reported at once, with the reason.
         # The key goes in a header on every request (the gateway checks it when it has

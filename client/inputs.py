@@ -55,7 +55,11 @@ def load_image_files(paths: list[str], *, invert: str = "auto") -> ImageBatch:
         except OSError as exc:
             raise ClientError(f"{name}: cannot read ({exc.strerror or exc})", EXIT_USAGE) from None
         except CodecError as exc:
-            raise ClientError(f"{name}: {exc}", EXIT_USAGE) from None
+            # The .npy reader's messages already start with the path.
+            message = str(exc)
+            if not message.startswith(f"{path}: "):
+                message = f"{name}: {message}"
+            raise ClientError(message, EXIT_USAGE) from None
     if not images:
         raise ClientError("no images given", EXIT_USAGE)
     return ImageBatch(np.stack(images).astype(np.uint8, copy=False), sources)
@@ -85,6 +89,8 @@ def sample_test_images(count: int, *, seed: int | None, data_dir: str | None) ->
 def parse_feature_string(text: str) -> dict[str, float]:
     """``"MedInc=8.3,HouseAge=41,..."`` -> {name: value}; names are checked by the caller."""
     values: dict[str, float] = {}
+    if not text.strip(" ,"):
+        raise ClientError("--features: empty, expected NAME=VALUE,...", EXIT_USAGE)
     for item in text.split(","):
         item = item.strip()
         if not item:

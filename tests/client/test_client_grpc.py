@@ -183,3 +183,32 @@ def test_bad_files_and_usage(cli, image_files, free_port, tmp_path: Path) -> Non
     assert_one_line_error(usage, EXIT_USAGE, "--version")
     both = cli("grpc", "predict", *server, "--version", 1, "--label", "stable", image_files["png0"])
     assert_one_line_error(both, EXIT_USAGE, "--label")
+
+
+@pytest.mark.parametrize(
+    "server", ["127.0.0.1:70000", "127.0.0.1:-1", "127.0.0.1:abc", "127.0.0.1", ""]
+)
+def test_bad_server_is_a_usage_error(cli, image_files, server: str) -> None:
+    # gRPC itself would wrap 70000 to port 4464, use 443 without a port, or log C-core errors.
+    result = cli("grpc", "predict", "--server", server, image_files["png0"])
+    assert_one_line_error(result, EXIT_USAGE, "--server")
+
+
+def test_out_of_range_numbers_are_usage_errors(cli, image_files, free_port) -> None:
+    server = ("--server", f"127.0.0.1:{free_port}")  # never contacted
+    huge = cli("grpc", "predict", *server, "--version", 2**63, image_files["png0"])
+    assert_one_line_error(huge, EXIT_USAGE, "--version")
+    seed = cli("grpc", "predict", *server, "--test-images", 2, "--seed", -1)
+    assert_one_line_error(seed, EXIT_USAGE, "--seed")
+    empty = cli("grpc", "housing", *server, "--features", "")
+    assert_one_line_error(empty, EXIT_USAGE, "--features")
+
+
+def test_npy_error_names_the_file_once(cli, free_port, tmp_path: Path) -> None:
+    import numpy as np
+
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 4)))
+    result = cli("grpc", "predict", "--server", f"127.0.0.1:{free_port}", wrong)
+    assert_one_line_error(result, EXIT_USAGE, "wrong.npy")
+    assert result.err.count("wrong.npy") == 1, result.err

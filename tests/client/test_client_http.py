@@ -166,3 +166,21 @@ def test_api_key_from_the_environment(cli, live_stack, image_files, monkeypatch)
             "http", "housing", "--url", gateway.url, "--features", features_arg(HOUSING_ROW)
         )
         assert housing.code == 0, housing.err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "abc", "0"])
+def test_bad_url_port_is_a_usage_error(cli, image_files, port: str) -> None:
+    result = cli("http", "predict", "--url", f"http://127.0.0.1:{port}", image_files["png0"])
+    assert_one_line_error(result, EXIT_USAGE, "--url", "1..65535")
+
+
+def test_unsendable_api_key_is_a_usage_error(cli, image_files, free_port, monkeypatch) -> None:
+    from client import cli as cli_module
+
+    for key in ("line\nbreak-0123456789", "ключ-0123456789abcdef", "has space 0123456789"):
+        monkeypatch.setattr(cli_module, "API_KEY", key)
+        result = cli(
+            "http", "predict", "--url", f"http://127.0.0.1:{free_port}", image_files["png0"]
+        )
+        assert_one_line_error(result, EXIT_USAGE, "GATEWAY_API_KEY")
+        assert key not in result.err  # never echoed
