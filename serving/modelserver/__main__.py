@@ -11,6 +11,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.modelserver.settings import parse_settings
 
     settings = parse_settings(argv)  # exits 2 with a usage line on bad flags
+    # The config files are read again by ModelServer; reading them here first, before
+    # TensorFlow is imported, keeps a bad file to one line instead of TF's start-up chatter.
+    from serving.modelserver import config
+
+    try:
+        config.load_model_config(settings.model_config_file, settings.models_root)
+        if settings.enable_batching:
+            config.load_batching_config(settings.batching_parameters_file)
+        config.load_monitoring_config(settings.monitoring_config_file)
+    except config.ConfigError as exc:
+        print(f"modelserver: config error: {exc}", file=sys.stderr)
+        return 2
     # TensorFlow's C++ INFO/WARNING chatter would drown the one-line-per-load log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

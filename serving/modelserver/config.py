@@ -139,6 +139,8 @@ def _read(path: Path, what: str) -> str:
         return Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not a UTF-8 text proto ({exc.reason})") from exc
 
 
 def _parse(text: str, message: Any, path: Path) -> Any:

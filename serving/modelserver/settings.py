@@ -5,9 +5,11 @@ TF Serving's ``tensorflow_model_server`` where it has the flag; ``--models_root`
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 
 @dataclass(frozen=True)
@@ -40,21 +42,47 @@ def _bool(text: str) -> bool:
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not a 16-line usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m serving.modelserver",
         description="Local TF Serving-compatible model server (gRPC + REST).",
     )
@@ -90,19 +118,24 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds between re-reads of --model_config_file; 0 never (default)",
     )
-    flag("--grpc_max_threads", type=int, default=32, help="gRPC handler threads (default 32)")
-    flag("--rest_api_num_threads", type=int, default=16, help="REST handler threads")
+    flag(
+        "--grpc_max_threads",
+        type=_int_at_least(1),
+        default=32,
+        help="gRPC handler threads (default 32)",
+    )
+    flag("--rest_api_num_threads", type=_int_at_least(1), default=16, help="REST handler threads")
     flag(
         "--tensorflow_intra_op_parallelism",
         dest="intra_op_parallelism",
-        type=int,
+        type=_int_at_least(0),
         default=0,
         help="TF intra-op threads; 0 lets TensorFlow choose",
     )
     flag(
         "--tensorflow_inter_op_parallelism",
         dest="inter_op_parallelism",
-        type=int,
+        type=_int_at_least(0),
         default=0,
         help="TF inter-op threads; 0 lets TensorFlow choose",
     )
@@ -110,11 +143,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
-    """Parse flags; argparse exits 2 with one usage line on a bad flag, as CLIs should."""
+    """Parse flags; exits 2 with one line naming the bad flag, as CLIs should."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.grpc_max_threads < 1 or args.rest_api_num_threads < 1:
-        parser.error("--grpc_max_threads and --rest_api_num_threads must be >= 1")
     if args.port == 0:
         parser.error("--port must be a port number (gRPC cannot be disabled)")
     return Settings(**vars(args))

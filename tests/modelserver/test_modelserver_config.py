@@ -194,3 +194,59 @@ def test_label_on_unavailable_version_needs_the_flag(models_root: Path) -> None:
     assert done.returncode == 2
     assert "--allow_version_labels_for_unavailable_models" in done.stderr
     assert "canary" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--port=abc"], "--port: port must be 0..65535, got 'abc'"),
+        (["--port=-1"], "--port: port must be 0..65535"),
+        (["--rest_api_port=70000"], "--rest_api_port: port must be 0..65535"),
+        (["--file_system_poll_wait_seconds=-1"], "finite number >= 0"),
+        (["--file_system_poll_wait_seconds=nan"], "finite number >= 0"),
+        (["--model_config_file_poll_wait_seconds=inf"], "finite number >= 0"),
+        (["--grpc_max_threads=0"], "--grpc_max_threads: must be >= 1"),
+        (["--tensorflow_intra_op_parallelism=-5"], "must be >= 0"),  # TF would abort the process
+        (["--enable_batching=maybe"], "expected true or false"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_flags_are_one_line(
+    flags: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_settings(["--model_config_file=serving/models.config", *flags])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and fragment in err, err
+
+
+def test_binary_config_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    with pytest.raises(ConfigError, match="not a UTF-8 text proto"):
+        load_model_config(path, None)
+
+
+@pytest.mark.parametrize("which", ["model", "batching", "monitoring"])
+def test_bad_config_file_is_one_line_before_tensorflow(tmp_path: Path, which: str) -> None:
+    bad = tmp_path / "bad.config"
+    bad.write_text("max_batch_size { value: 0 }" if which == "batching" else "oops: 1")
+    flags = {
+        "model": [f"--model_config_file={bad}"],
+        "batching": ["--enable_batching", f"--batching_parameters_file={bad}"],
+        "monitoring": [f"--monitoring_config_file={bad}"],
+    }[which]
+    if which != "model":
+        flags.append(f"--model_config_file={SERVING / 'models.config'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.modelserver", "--port=1", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin"},  # no TF_CPP_MIN_LOG_LEVEL: TF must not even be imported
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("modelserver: config error:")
+    assert str(bad) in done.stderr
