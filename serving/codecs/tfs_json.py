@@ -387,6 +387,8 @@ def decode_predict_request(
         raw = body.encode() if isinstance(body, str) else bytes(body)
         # JSON spells booleans only as these tokens; without them numpy's fast path is exact.
         may_hold_bools = b"true" in raw or b"false" in raw
+        if isinstance(doc, dict):
+            _reject_duplicate_keys(raw, doc)
     signature_name = request_signature_name(doc)
     # As TF Serving: the model, version and signature are looked up before the body's keys are
     # checked, so an unknown model is NOT_FOUND whatever the body holds.
@@ -405,6 +407,57 @@ def decode_predict_request(
         return PredictRequestJson(signature_name, ROW, inputs)
     inputs = _decode_inputs(doc["inputs"], dtypes, may_hold_bools)
     return PredictRequestJson(signature_name, COLUMNAR, inputs)
+
+
+def _reject_duplicate_keys(raw: bytes, doc: dict[str, Any]) -> None:
+    """Refuse a body that repeats a key in any object. The JSON parsers keep one of the values
+    silently (orjson the last, rapidjson's FindMember the first), so ``{"inputs": {"wide": a,
+    "wide": b, ...}}`` would be answered for a value the caller may not have meant; TF Serving
+    answers it for ``a`` (columnar) or for a mix of ``a`` and ``b`` (row objects).
+
+    Cheap proof first: every object member has one ":" outside strings, so when the body holds
+    no more colons than the members kept at the levels a predict body uses (the request
+    object, ``inputs``, the ``instances`` objects), nothing was dropped. Otherwise (a colon in a
+    string, b64 or deeper objects, a duplicate) the body is parsed again with a hook that sees
+    every key.
+    """
+    kept = len(doc)
+    inputs = doc.get("inputs")
+    if isinstance(inputs, dict):
+        kept += len(inputs)
+    instances = doc.get("instances")
+    if isinstance(instances, list):
+        kept += sum(len(item) for item in instances if isinstance(item, dict))
+    if raw.count(b":") <= kept:
+        return
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items) and not found:
+            seen: set[str] = set()
+            found.append((next(k for k, _ in items if k in seen or seen.add(k)), obj))
+        return obj
+
+    try:
+        reparsed = json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # loads() accepted it: a stdlib limit, not a duplicate
+        return
+    if not found:
+        return
+    key, obj = found[0]
+    where = "a nested JSON object"
+    if obj is reparsed:
+        where = "the request object"
+    elif obj is reparsed.get("inputs"):
+        where = "the 'inputs' object"
+    elif isinstance(reparsed.get("instances"), list):
+        for index, item in enumerate(reparsed["instances"]):
+            if item is obj:
+                where = f"element {index} of the 'instances' list"
+    raise CodecError(
+        f"JSON object has a duplicate key: {excerpt(key)} in {where}; give each key once"
+    )
 
 
 def _decode_instances(

@@ -311,6 +311,13 @@ def test_predict_named_objects_for_two_inputs(server: RestServer) -> None:
         ),
         ("/v1/models/housing:predict", b'{"instances": [{"\\udc00": 1}]}', 400, "surrogate"),
         ("/v1/models/housing:classify", b'{"signature_name": "\\ud800"}', 400, "surrogate"),
+        # A repeated input name was answered for the last value (TF Serving: the first).
+        (
+            "/v1/models/housing:predict",
+            b'{"inputs": {"wide": [[1, 2, 3, 4, 5]], "deep": [[0, 0, 0, 0, 0, 0]], "wide": [[0]]}}',
+            400,
+            "duplicate key: \"wide\" in the 'inputs' object",
+        ),
     ],
 )
 def test_predict_errors(

@@ -112,6 +112,12 @@ def test_surrogate_pairs_are_kept_and_error_bodies_survive_lone_surrogates() -> 
     assert json.loads(tfs_json.encode_error("x\ud800y")) == {"error": "x\\ud800y"}
 
 
+def test_colons_in_strings_are_not_taken_for_duplicate_keys() -> None:
+    body = b'{"instances": [1], "signature_name": "a:b:c", "note": {"x": 1, "y": NaN}}'
+    request = tfs_json.decode_predict_request(body, IMAGES)
+    assert request.signature_name == "a:b:c"
+
+
 def test_strings_utf8_and_b64() -> None:
     raw = bytes(range(256))
     encoded = base64.b64encode(raw).decode()
@@ -175,6 +181,19 @@ def test_float_input_accepts_ints_and_keeps_float32_values() -> None:
         (b'{"instances": [1], "signature_name": "\\ud800"}', IMAGES, "surrogate pair"),
         (b'{"inputs": {"\\udc00": 1, "images": [1]}, "n": NaN}', IMAGES, "surrogate pair"),
         (b'{"instances": [' + b"9" * 5000 + b"]}", IMAGES, "Number too big"),
+        # Repeated keys: parsers keep one value silently (orjson the last, TF Serving the first).
+        (b'{"instances": [], "instances": [1]}', IMAGES, 'duplicate key: "instances" in the r'),
+        (
+            b'{"inputs": {"wide": [[1, 2, 3, 4, 5]], "deep": [[0, 0, 0, 0, 0, 0]], "wide": [[0]]}}',
+            HOUSING,
+            "duplicate key: \"wide\" in the 'inputs' object",
+        ),
+        (
+            b'{"instances": [{"wide": [1], "deep": [2]}, {"deep": [2], "wide": [1], "deep": [3]}]}',
+            HOUSING,
+            "duplicate key: \"deep\" in element 1 of the 'instances' list",
+        ),
+        (b'{"inputs": [{"b64": "YQ==", "b64": "Yg=="}]}', STRINGS, 'duplicate key: "b64"'),
         # 1e400 overflows a double: a parse error in rapidjson, not Infinity.
         (b'{"inputs": {"wide": [[1e400, NaN, 0, 0, 0]], "deep": 1}}', HOUSING, "Number too big"),
     ],
