@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from serving.codecs.images import MAX_IMAGE_PIXELS
+#: serving.codecs.images.MAX_IMAGE_PIXELS (a test checks they agree): not imported, so that
+#: gunicorn's master can check this configuration without importing numpy and Pillow.
+MAX_IMAGE_PIXELS = 40_000_000
+#: Longest backend deadline accepted: gRPC turns a deadline of ~1e10 s or more into one already
+#: passed, which would fail every request.
+MAX_TIMEOUT_SECONDS = 86_400.0
+#: gRPC URI schemes passed on unchanged; anything else must be HOST:PORT.
+_GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
 
 #: Shortest API key accepted: shorter keys are guessable (e.g. `openssl rand -hex 32` gives 64).
 MIN_API_KEY_LENGTH = 16
@@ -63,9 +70,11 @@ class GatewayConfig:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         config = cls(
-            model_server_grpc=reader.text("MODEL_SERVER_GRPC", cls.model_server_grpc),
+            model_server_grpc=reader.grpc_target("MODEL_SERVER_GRPC", cls.model_server_grpc),
             model_cards_dir=Path(reader.text("MODEL_CARDS_DIR", str(cls.model_cards_dir))),
-            timeout_seconds=reader.number("GATEWAY_TIMEOUT_SECONDS", cls.timeout_seconds),
+            timeout_seconds=reader.number(
+                "GATEWAY_TIMEOUT_SECONDS", cls.timeout_seconds, maximum=MAX_TIMEOUT_SECONDS
+            ),
             retries=reader.integer("GATEWAY_RETRIES", cls.retries, minimum=0),
             retry_backoff_seconds=reader.number(
                 "GATEWAY_RETRY_BACKOFF_SECONDS", cls.retry_backoff_seconds, minimum=0.0
@@ -122,7 +131,9 @@ class _Reader:
             raise ConfigError(f"{name} must be >= {minimum}, got {value}")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 1e-3) -> float:
+    def number(
+        self, name: str, default: float, *, minimum: float = 1e-3, maximum: float | None = None
+    ) -> float:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -132,7 +143,20 @@ class _Reader:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
         if not value >= minimum or value == float("inf"):
             raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum:g}, got {raw!r}")
         return value
+
+    def grpc_target(self, name: str, default: str) -> str:
+        """HOST:PORT with a port 1..65535 (gRPC would wrap 70000 to another port and use 443
+        when the port is missing), or a target with a gRPC URI scheme, used as written."""
+        target = self.text(name, default)
+        if target.lower().startswith(_GRPC_SCHEMES):
+            return target
+        host, sep, port = target.rpartition(":")
+        if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"{name} must be HOST:PORT with a port 1..65535, got {target!r}")
+        return target
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._raw(name)
@@ -162,4 +186,7 @@ class _Reader:
         raw = self._raw(name)
         if raw is None:
             return default
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        names = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if not names:  # e.g. "," would silently mean none (no required models, no API keys)
+            raise ConfigError(f"{name} names nothing: got {raw!r} (unset it for the default)")
+        return names

@@ -18,27 +18,55 @@ import tempfile
 from serving.gateway.malloc import MAX_KEEP_BYTES, keep_freed_memory
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer setting; out of range stops gunicorn with one line naming the variable
+    (gunicorn itself would print a multi-line error, or silently clip e.g. a request-line
+    limit above 8190)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"
+        raise SystemExit(f"{name} must be {bounds}, got {value}")
+    return value
 
 
 def _text(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
-bind = _text("GATEWAY_BIND", "0.0.0.0:8000").split(",")  # several: comma-separated
-workers = _int("GATEWAY_WORKERS", os.cpu_count() or 2)
+def _bind_addresses(raw: str) -> list[str]:
+    addresses = [part.strip() for part in raw.split(",")]
+    for address in addresses:
+        if address.startswith(("unix:", "fd://")):
+            continue
+        _host, sep, port = address.rpartition(":")
+        if not address or (sep and not (port.isdigit() and int(port) <= 65535)):
+            raise SystemExit(f"GATEWAY_BIND: expected HOST:PORT with a port 0..65535, got {raw!r}")
+    return addresses
+
+
+# The app's own variables (serving/gateway/config.py) are read by each worker after the fork;
+# checking them here too makes a bad value stop gunicorn with one line, not a worker traceback
+# and "Worker failed to boot". config.py imports nothing heavy (no Flask, gRPC, numpy).
+from serving.gateway.config import ConfigError, GatewayConfig  # noqa: E402
+
+try:
+    GatewayConfig.from_env()
+except ConfigError as _exc:
+    raise SystemExit(str(_exc)) from None
+
+bind = _bind_addresses(_text("GATEWAY_BIND", "0.0.0.0:8000"))  # several: comma-separated
+workers = _int("GATEWAY_WORKERS", os.cpu_count() or 2, minimum=1)
 # gevent: measured best on an idle 2-core box (docs/performance.md): one event loop per worker
 # parses requests while earlier ones wait on the model server, and every waiting request can join
 # the worker's next coalesced backend call. gthread pays a thread hand-off per request.
 worker_class = _text("GATEWAY_WORKER_CLASS", "gevent")
-threads = _int("GATEWAY_THREADS", 16)  # gthread only
+threads = _int("GATEWAY_THREADS", 16, minimum=1)  # gthread only
 # The names map to gunicorn's workers subclassed in serving/gateway/workers.py, which answer the
 # requests gunicorn refuses before the app (over-long request line, too many headers, ...) with
 # the JSON error shape instead of an HTML page. Any other value (a dotted class path) is kept.
@@ -50,27 +78,41 @@ worker_class = {
     "gthread": _WORKERS + "ThreadWorker",
     "gevent": _WORKERS + "GeventWorker",
 }.get(worker_class, worker_class)
-worker_connections = _int("GATEWAY_WORKER_CONNECTIONS", 1000)  # gevent: concurrent connections
+try:  # gunicorn would load it later with a traceback; the master imports worker classes anyway
+    from gunicorn.util import load_class
+
+    load_class(worker_class, section="gunicorn.workers")
+except Exception:
+    raise SystemExit(f"GATEWAY_WORKER_CLASS: cannot load worker class {worker_class!r}") from None
+worker_connections = _int("GATEWAY_WORKER_CONNECTIONS", 1000, minimum=1)  # gevent: connections
 timeout = _int("GATEWAY_WORKER_TIMEOUT", 30)  # a silent worker is killed after this long
 graceful_timeout = _int("GATEWAY_GRACEFUL_TIMEOUT", 20)  # in-flight requests get this on TERM
 keepalive = _int("GATEWAY_KEEPALIVE", 5)  # seconds an idle keep-alive connection stays open
-backlog = _int("GATEWAY_BACKLOG", 2048)
+backlog = _int("GATEWAY_BACKLOG", 2048, minimum=1)
 max_requests = _int("GATEWAY_MAX_REQUESTS", 0)  # 0: workers are not recycled
 max_requests_jitter = _int("GATEWAY_MAX_REQUESTS_JITTER", 0)
-limit_request_line = _int("GATEWAY_LIMIT_REQUEST_LINE", 4094)
-limit_request_fields = _int("GATEWAY_LIMIT_REQUEST_FIELDS", 100)
+# gunicorn's ranges (0: its maximum); above them it clips silently.
+limit_request_line = _int("GATEWAY_LIMIT_REQUEST_LINE", 4094, maximum=8190)
+limit_request_fields = _int("GATEWAY_LIMIT_REQUEST_FIELDS", 100, maximum=32768)
 limit_request_field_size = _int("GATEWAY_LIMIT_REQUEST_FIELD_SIZE", 8190)
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None  # e.g. "-" for stdout; off by default
 errorlog = _text("GATEWAY_ERROR_LOG", "-")
 loglevel = _text("GATEWAY_LOG_LEVEL", "info")
+if loglevel.lower() not in ("debug", "info", "warning", "error", "critical"):
+    # gunicorn would silently log at info instead.
+    raise SystemExit(
+        f"GATEWAY_LOG_LEVEL must be debug, info, warning, error or critical, got {loglevel!r}"
+    )
+for _name, _path in (("GATEWAY_ACCESS_LOG", accesslog), ("GATEWAY_ERROR_LOG", errorlog)):
+    if _path and _path != "-":
+        try:
+            open(_path, "a").close()  # gunicorn appends to it too
+        except OSError as _exc:
+            raise SystemExit(f"{_name}: cannot write {_path} ({_exc.strerror})") from None
 # Freed memory a worker keeps mapped for its next request instead of returning it to the
 # kernel (glibc only; 0 leaves malloc as it is): big requests stop page-faulting their buffers
 # in again (serving/gateway/malloc.py, docs/performance.md item 14).
-malloc_keep_bytes = _int("GATEWAY_MALLOC_KEEP_BYTES", 64 * 1024 * 1024)
-if not 0 <= malloc_keep_bytes <= MAX_KEEP_BYTES:
-    raise SystemExit(
-        f"GATEWAY_MALLOC_KEEP_BYTES must be 0..{MAX_KEEP_BYTES} (bytes), got {malloc_keep_bytes}"
-    )
+malloc_keep_bytes = _int("GATEWAY_MALLOC_KEEP_BYTES", 64 * 1024 * 1024, maximum=MAX_KEEP_BYTES)
 proc_name = "fashion-gateway"
 preload_app = False
 
@@ -80,6 +122,14 @@ _created_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _created_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
 _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+try:
+    os.makedirs(_metrics_dir, exist_ok=True)
+except OSError as _exc:
+    raise SystemExit(
+        f"PROMETHEUS_MULTIPROC_DIR: cannot create {_metrics_dir} ({_exc.strerror})"
+    ) from None
+if not os.access(_metrics_dir, os.W_OK | os.X_OK):
+    raise SystemExit(f"PROMETHEUS_MULTIPROC_DIR: {_metrics_dir} is not writable")
 
 # Imported here, once the directory is set, not in child_exit: gunicorn runs child_exit from its
 # SIGCHLD handler, and a second worker exiting while the first call is still importing

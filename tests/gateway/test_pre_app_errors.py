@@ -186,6 +186,69 @@ def test_post_worker_init_switches_grpc_to_gevent(monkeypatch, tmp_path, name, s
     assert calls == ([1] if switched else [])
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # The app's own variables (config.py), checked in the master: one line, not a worker
+        # traceback and "Worker failed to boot".
+        ({"GATEWAY_TIMEOUT_SECONDS": "abc"}, "GATEWAY_TIMEOUT_SECONDS must be a number"),
+        ({"MODEL_SERVER_GRPC": "localhost:70000"}, "MODEL_SERVER_GRPC must be HOST:PORT"),
+        # gunicorn's: refused instead of gunicorn's multi-line errors, tracebacks, a master
+        # with no workers, or silent clipping / defaults.
+        ({"GATEWAY_WORKERS": "0"}, "GATEWAY_WORKERS must be >= 1, got 0"),
+        ({"GATEWAY_WORKERS": "-1"}, "GATEWAY_WORKERS must be >= 1"),
+        ({"GATEWAY_THREADS": "0"}, "GATEWAY_THREADS must be >= 1"),
+        ({"GATEWAY_WORKER_CONNECTIONS": "0"}, "GATEWAY_WORKER_CONNECTIONS must be >= 1"),
+        ({"GATEWAY_KEEPALIVE": "-1"}, "GATEWAY_KEEPALIVE must be >= 0"),
+        ({"GATEWAY_LIMIT_REQUEST_LINE": "99999"}, "GATEWAY_LIMIT_REQUEST_LINE must be 0..8190"),
+        (
+            {"GATEWAY_LIMIT_REQUEST_FIELDS": "40000"},
+            "GATEWAY_LIMIT_REQUEST_FIELDS must be 0..32768",
+        ),
+        ({"GATEWAY_WORKER_CLASS": "bogus"}, "GATEWAY_WORKER_CLASS: cannot load worker class"),
+        ({"GATEWAY_LOG_LEVEL": "loud"}, "GATEWAY_LOG_LEVEL must be debug, info"),
+        ({"GATEWAY_BIND": "127.0.0.1:70000"}, "GATEWAY_BIND: expected HOST:PORT"),
+        ({"GATEWAY_BIND": "host:http"}, "GATEWAY_BIND: expected HOST:PORT"),
+        ({"GATEWAY_ERROR_LOG": "/nonexistent/dir/log"}, "GATEWAY_ERROR_LOG: cannot write"),
+        ({"GATEWAY_ACCESS_LOG": "/nonexistent/dir/log"}, "GATEWAY_ACCESS_LOG: cannot write"),
+    ],
+)
+def test_gunicorn_conf_refuses_bad_settings_in_one_line(monkeypatch, tmp_path, env, message):
+    with pytest.raises(SystemExit) as info:
+        load_conf(monkeypatch, tmp_path, **env)
+    text = str(info.value.code)
+    assert message in text and "\n" not in text, text
+
+
+def test_gunicorn_conf_refuses_an_unusable_metrics_dir(monkeypatch, tmp_path):
+    file = tmp_path / "a-file"
+    file.write_text("")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(file / "metrics"))
+    with pytest.raises(SystemExit, match="PROMETHEUS_MULTIPROC_DIR: cannot create"):
+        runpy.run_path(str(GUNICORN_CONF))
+
+
+def test_gunicorn_stops_with_one_line_on_a_bad_app_setting(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "GATEWAY_BIND": "127.0.0.1:0", "GATEWAY_RETRIES": "-1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(GUNICORN_CONF),
+            "serving.gateway:create_app()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=GUNICORN_CONF.parents[2],
+    )
+    assert done.returncode != 0
+    assert done.stderr == "GATEWAY_RETRIES must be >= 0, got -1\n"
+
+
 def test_master_imports_neither_the_app_nor_gevent():
     code = (
         "import sys; from serving.gateway import workers; workers.SyncWorker; "

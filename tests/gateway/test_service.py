@@ -235,6 +235,38 @@ def test_config_from_env_defaults_and_errors():
             GatewayConfig.from_env(env)
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MODEL_SERVER_GRPC": "localhost:70000"}, "port 1..65535"),  # gRPC would use 4464
+        ({"MODEL_SERVER_GRPC": "localhost"}, "HOST:PORT"),  # gRPC would use 443
+        ({"GATEWAY_TIMEOUT_SECONDS": "1e10"}, "at most 86400"),  # every call would time out
+        ({"GATEWAY_REQUIRED_MODELS": ","}, "names nothing"),  # /readyz would require nothing
+        ({"GATEWAY_API_KEYS": " , "}, "names nothing"),  # authentication silently off
+    ],
+)
+def test_config_refuses_silently_wrong_values(env, message):
+    with pytest.raises(ConfigError, match=message):
+        GatewayConfig.from_env(env)
+
+
+def test_config_accepts_grpc_uri_targets_and_mirrors_the_image_limit():
+    from serving.codecs.images import MAX_IMAGE_PIXELS
+
+    for target in ("dns:///modelserver:8500", "unix:/run/tfs.sock", "[::1]:8500"):
+        assert GatewayConfig.from_env({"MODEL_SERVER_GRPC": target}).model_server_grpc == target
+    assert GatewayConfig().max_image_pixels == MAX_IMAGE_PIXELS
+
+
+def test_config_module_is_light_for_the_gunicorn_master():
+    code = (
+        "import sys; import serving.gateway.config; "
+        "print(sorted(m for m in ('numpy', 'PIL', 'flask', 'grpc') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_gateway_never_imports_tensorflow():
     code = (
         "import sys; from serving.gateway import create_app; app = create_app(); "
