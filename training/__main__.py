@@ -3,29 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import NoReturn
+
+#: TF Serving's versions are int64.
+MAX_VERSION = 2**63 - 1
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _positive_int(text: str, maximum: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"must be 1..{maximum}, got {text}")
     return value
+
+
+def _version(text: str) -> int:
+    return _positive_int(text, MAX_VERSION)
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not 0 < value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     models = ("fashion_mnist", "housing", "all")
 
     train = sub.add_parser("train", help="train models, write artifacts/<model>/")
@@ -41,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--limit", type=_positive_int, help="use at most N examples of each split (quick runs)"
     )
-    train.add_argument("--seed", type=int, default=42, help="default: %(default)s")
+    train.add_argument("--seed", type=_int, default=42, help="default: %(default)s")
     train.add_argument(
         "--data-dir",
         help="Fashion-MNIST IDX directory; default: $FASHION_MNIST_DIR, "
@@ -57,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--artifacts-dir", default="artifacts", help="default: %(default)s")
     export.add_argument("--models-dir", default="models", help="default: %(default)s")
     export.add_argument("--model", choices=models, default="all", help="default: %(default)s")
-    export.add_argument(
-        "--version", type=_positive_int, help="version number; default: next free one"
-    )
+    export.add_argument("--version", type=_version, help="version number; default: next free one")
     return parser
 
 
@@ -96,8 +125,18 @@ def run_export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from training.export import ExportError, export_model
+    from training.train import METRICS_FILE, MODEL_FILE, WARMUP_FILE
 
     names = _names(args.model)
+    if Path(args.models_dir).exists() and not Path(args.models_dir).is_dir():
+        raise ExportError(f"--models-dir {args.models_dir} is not a directory")
+    # Missing artifacts are reported before the export imports TensorFlow (whose start-up
+    # lines would otherwise come first on stderr); export_model checks them again.
+    for name in names:
+        for file in (MODEL_FILE, METRICS_FILE, WARMUP_FILE):
+            path = Path(args.artifacts_dir) / name / file
+            if not path.is_file():
+                raise ExportError(f"{path} not found: run `python -m training train` first")
     if args.version is not None:
         # Check every model first so a clash never leaves half of the models exported.
         for name in names:
@@ -121,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_train(args) if args.command == "train" else run_export(args)
     except (DataError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. --artifacts-dir or --models-dir is a file, or not writable
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

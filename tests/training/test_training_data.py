@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,51 @@ def test_cli_train_data_errors_are_one_line(
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--epochs", "0"])
     assert exit_info.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["train", "--epochs", "abc"], "--epochs: must be a positive integer, got 'abc'"),
+        (["train", "--learning-rate", "inf"], "positive finite number"),  # trained with inf
+        (["train", "--learning-rate", "nan"], "positive finite number"),
+        (["train", "--seed", "x"], "--seed: must be an integer"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["export", "--version", str(2**63)], "--version: must be 1..9223372036854775807"),
+        ([], "required: command"),
+    ],
+)
+def test_cli_bad_flags_are_one_line(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and fragment in err, err
+
+
+def test_cli_unusable_artifacts_dir_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.__main__ import main
+
+    file = tmp_path / "a-file"
+    file.write_text("")
+    argv = ["train", "--model", "housing", "--artifacts-dir", str(file)]
+    assert main([*argv, "--housing-data", str(tmp_path / "absent.tgz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "a-file" in err, err
+
+
+def test_housing_empty_or_directory_is_a_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "cal_housing.data"
+    empty.write_bytes(b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "input contained no data" would be 2 more lines
+        with pytest.raises(DataError, match="expected rows of 9"):
+            housing.load_from_file(empty)
+    with pytest.raises(DataError, match="a directory, not a file"):
+        housing.load_from_file(tmp_path)

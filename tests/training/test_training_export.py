@@ -209,3 +209,24 @@ def test_cli_export_without_training(tmp_path: Path, capsys: pytest.CaptureFixtu
     argv = ["export", "--artifacts-dir", str(tmp_path), "--models-dir", str(tmp_path / "m")]
     assert main(argv) == 1
     assert "run `python -m training train` first" in capsys.readouterr().err
+
+
+def test_cli_export_errors_come_before_tensorflow(tmp_path: Path) -> None:
+    """Without artifacts, or with --models-dir a file, stderr is the one error line: no
+    TensorFlow start-up lines first (TF is not imported)."""
+    import subprocess
+    import sys
+
+    file = tmp_path / "a-file"
+    file.write_text("")
+    export = [sys.executable, "-m", "training", "export", "--artifacts-dir", str(tmp_path)]
+    for models_dir, fragment in ((tmp_path / "m", "model.keras not found"), (file, "a-file")):
+        done = subprocess.run(
+            [*export, "--models-dir", str(models_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert done.returncode == 1
+        assert done.stderr.count("\n") == 1 and fragment in done.stderr, done.stderr

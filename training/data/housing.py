@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,10 @@ def _read_raw(path: Path) -> bytes:
 def parse_cal_housing(raw: bytes, *, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Turn cal_housing.data text into (features [N,8], target [N]) like scikit-learn."""
     try:
-        table = np.loadtxt(io.BytesIO(raw), delimiter=",", ndmin=2)
+        with warnings.catch_warnings():
+            # An empty file: numpy warns (two lines on stderr), then the shape check below says so.
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(io.BytesIO(raw), delimiter=",", ndmin=2)
     except ValueError as exc:
         raise DataError(f"{where}: not cal_housing.data ({exc}); {HOW_TO_GET}") from exc
     if table.shape[0] == 0 or table.shape[1] != 9:
@@ -109,7 +113,8 @@ def parse_cal_housing(raw: bytes, *, where: str) -> tuple[np.ndarray, np.ndarray
 def load_from_file(path: str | os.PathLike[str]) -> Housing:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"{path}: no such file; {HOW_TO_GET}")
+        what = "a directory, not a file" if path.is_dir() else "no such file"
+        raise DataError(f"{path}: {what}; {HOW_TO_GET}")
     features, target = parse_cal_housing(_read_raw(path), where=str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Housing(features, target, source=str(path.resolve()), sha256=digest)
