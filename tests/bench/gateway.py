@@ -547,7 +547,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = loadgen.OneLineParser(
         prog="python -m tests.bench.gateway",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -563,10 +563,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=(2, 8, 16),
         help="connections for the 256-image requests (default: 2,8,16)",
     )
-    p.add_argument("--naive-workers", type=int, default=2, help="sync workers of (c), default 2")
+    p.add_argument(
+        "--naive-workers",
+        type=loadgen.positive_int,
+        default=2,
+        help="sync workers of (c), default 2",
+    )
     p.add_argument(
         "--naive-seconds",
-        type=float,
+        type=loadgen.duration,
         default=30.0,
         help="seconds per point for (c), whose requests take seconds under load (default 30)",
     )

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 # Runs inside wrk (LuaJIT). Each thread and the done() phase get their own copy of the script,
 # so the body is read from the file at load time in every environment.
@@ -65,6 +66,24 @@ class WrkResult:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for a count: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def _seconds(text: str, *, zero_ok: bool) -> float:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bench.loadgen import duration, warmup_duration
+from tests.bench.loadgen import OneLineParser, duration, warmup_duration
 from tests.helpers.modelserver_process import running_modelserver
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -306,7 +306,7 @@ def report(rows: list[Row]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m tests.bench.modelserver",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -342,7 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         clients = [int(c) for c in args.clients.split(",")]
     except ValueError:
-        print(f"bench: --clients must be integers, got {args.clients!r}", file=sys.stderr)
+        clients = [0]
+    if min(clients) < 1:
+        print(f"bench: --clients must be integers >= 1, got {args.clients!r}", file=sys.stderr)
+        return 2
+    modes = args.modes.split(",")
+    if not set(modes) <= {"off", "on"}:  # anything else used to run as "off"
+        print(f"bench: --modes must be off and/or on, got {args.modes!r}", file=sys.stderr)
         return 2
     from tests.bench.gateway import resolve_models
     from tests.bench.loadgen import LoadgenError, h2load_path
@@ -359,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models_dir = resolve_models(args.models_dir, Path(scratch))
         print(f"models: {models_dir}", flush=True)
         rows = []
-        for mode in args.modes.split(","):
+        for mode in modes:
             rows += measure(
                 models_dir,
                 mode == "on",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import math
 import os
 import re
 import resource
@@ -35,7 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import psutil
@@ -67,10 +68,15 @@ def parse_timespan(text: str) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.load.run", description=__doc__.split("\n")[0]
-    )
+    parser = _Parser(prog="python -m tests.load.run", description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=32, help="concurrent users (default 32)")
     parser.add_argument("--spawn-rate", type=float, default=32, help="users started per second")
     parser.add_argument("--duration", type=parse_timespan, default=60, help="e.g. 60s, 2m (60s)")
@@ -97,8 +103,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("users", "processes", "batch", "duration"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
-    if args.spawn_rate <= 0 or args.stop_timeout < 0:
-        parser.error("--spawn-rate must be positive and --stop-timeout not negative")
+    # "not > 0" also refuses nan, which used to pass and start the load.
+    if not 0 < args.spawn_rate < math.inf or args.stop_timeout < 0:
+        parser.error("--spawn-rate must be a positive number and --stop-timeout not negative")
+    if not 0 < args.ready_timeout < math.inf:
+        parser.error(f"--ready-timeout must be a positive number, got {args.ready_timeout}")
     if len(CLASSES_BY_TARGET[args.target]) > args.users:
         parser.error(f"--target {args.target} needs at least one user per class")
     return args

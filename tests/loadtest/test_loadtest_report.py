@@ -61,6 +61,26 @@ def test_parse_args_checks_users_per_class() -> None:
         parse_args(["--duration", "0s"])
 
 
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--spawn-rate", "nan"], "--spawn-rate must be a positive number"),  # used to start
+        (["--spawn-rate", "inf"], "--spawn-rate must be a positive number"),
+        (["--ready-timeout", "-1"], "--ready-timeout must be a positive number"),
+        (["--ready-timeout", "nan"], "--ready-timeout must be a positive number"),
+        (["--users", "abc"], "--users: invalid int value"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_parse_args_refuses_in_one_line(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and fragment in err, err
+
+
 def test_read_stats_and_table(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "s.csv",
