@@ -19,11 +19,15 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.codecs.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 from serving.modelserver.batching import QUEUE_FULL, AsyncBatcher, Batcher
-from serving.modelserver.config import BatchingConfig
-from serving.modelserver.errors import Internal, Unavailable
+from serving.modelserver.config import BatchingConfig, load_batching_config
+from serving.modelserver.errors import Internal, InvalidArgument, Unavailable
 from serving.modelserver.servable import Signature
 from serving.modelserver.specs import TensorSpecInfo
-from tests.helpers.modelserver_process import ModelServerProcess, running_modelserver
+from tests.helpers.modelserver_process import (
+    BATCHING_CONFIG,
+    ModelServerProcess,
+    running_modelserver,
+)
 
 CLIENTS = 24
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -112,7 +116,8 @@ def test_concurrent_requests_form_batches(batching_server: ModelServerProcess) -
     # One request has at most 3 rows: a larger batch merged several requests.
     assert max(sizes["fashion_mnist"]) > 3
     assert max(sizes["housing"]) > 3
-    assert max(max(s) for s in sizes.values()) <= 64  # max_batch_size in serving/batching.config
+    limit = load_batching_config(BATCHING_CONFIG).max_batch_size
+    assert max(max(s) for s in sizes.values()) <= limit
 
 
 class _BlockingSignature:
@@ -330,3 +335,45 @@ def test_async_batcher_fails_cleanly_when_the_executor_is_gone() -> None:
 
     with pytest.raises(Internal, match="batched run of model 'fake' failed"):
         asyncio.run(scenario())
+
+
+def test_a_request_larger_than_a_batch_is_refused_as_tf_serving_does() -> None:
+    signature = _doubling_signature([])
+    servable: Any = _FakeServable()
+    config = BatchingConfig(max_batch_size=4, max_enqueued_batches=4, num_batch_threads=1)
+    message = "Task size 5 is larger than maximum input batch size 4"
+    with pytest.raises(InvalidArgument, match=message):
+        Batcher(config).run(servable, signature, {"x": np.ones(5, np.float32)}, 5)
+    np.testing.assert_array_equal(
+        Batcher(config).run(servable, signature, {"x": np.ones(4, np.float32)}, 4)["y"], [2] * 4
+    )
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = AsyncBatcher(config, executor)
+            await batcher.run(servable, signature, {"x": np.ones(5, np.float32)}, 5)
+
+    with pytest.raises(InvalidArgument, match=message):
+        asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_oversize_request_is_invalid_argument_over_grpc(
+    batching_server: ModelServerProcess,
+) -> None:
+    limit = load_batching_config(BATCHING_CONFIG).max_batch_size
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "fashion_mnist"
+    ndarray_to_tensor_proto(np.zeros((limit + 1, 28, 28), np.uint8), request.inputs["images"])
+    with grpc.insecure_channel(batching_server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details() == (
+            f"Task size {limit + 1} is larger than maximum input batch size {limit}"
+        )
+        del request.inputs["images"]
+        ndarray_to_tensor_proto(np.zeros((limit, 28, 28), np.uint8), request.inputs["images"])
+        reply = stub.Predict(request, timeout=60)
+        assert tensor_proto_to_ndarray(reply.outputs["probabilities"]).shape == (limit, 10)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.gateway.config import GatewayConfig
 from serving.modelserver.config import (
     ConfigError,
     VersionPolicy,
@@ -93,7 +94,10 @@ def test_version_policies() -> None:
 
 def test_batching_and_monitoring_files() -> None:
     batching = load_batching_config(SERVING / "batching.config")
-    assert batching.max_batch_size == 64 and batching.num_batch_threads >= 1
+    assert batching.num_batch_threads >= 1
+    # TF Serving refuses a call with more rows than max_batch_size: the gateway's largest call
+    # (its instance limit, also its coalescing limit) must fit, or production fails it.
+    assert batching.max_batch_size >= GatewayConfig.max_instances
     assert batching.max_enqueued_batches >= 1
     monitoring = load_monitoring_config(SERVING / "monitoring.config")
     assert monitoring.prometheus_enabled
