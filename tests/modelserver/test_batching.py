@@ -214,6 +214,13 @@ def test_many_threads_get_their_own_rows() -> None:
 # The asyncio batcher (what the gRPC server uses), driven directly on a loop.
 
 
+def _run(coroutine: Any) -> Any:
+    """``asyncio.run`` in a thread of its own: playwright's sync API (tests/browser) leaves its
+    event loop registered as running on the main thread."""
+    with ThreadPoolExecutor(1) as runner:
+        return runner.submit(asyncio.run, coroutine).result(timeout=120)
+
+
 def _doubling_signature(calls: list[int], gate: threading.Event | None = None) -> Signature:
     def call(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         if gate is not None:
@@ -251,7 +258,7 @@ def test_async_batcher_merges_queued_requests_and_splits_rows_back() -> None:
             gate.set()
             return await asyncio.wait_for(asyncio.gather(first, *rest), 30)
 
-    results = asyncio.run(scenario())
+    results = _run(scenario())
     for i, y in enumerate(results):
         np.testing.assert_array_equal(y, np.full(1 if i == 0 else 2, 2 * i))
     assert calls == [1, 8, 2]  # then 4 requests (8 rows, the limit) merged, then the last one
@@ -285,7 +292,7 @@ def test_async_batcher_fails_a_whole_batch_when_the_graph_fails_and_keeps_servin
             after = await asyncio.wait_for(run(4), 30)  # the batcher still serves
             return outcomes, after["y"]
 
-    outcomes, after = asyncio.run(scenario())
+    outcomes, after = _run(scenario())
     np.testing.assert_array_equal(outcomes[0]["y"], [2])
     for outcome in outcomes[1:]:
         assert isinstance(outcome, Internal) and "negative input" in outcome.message
@@ -316,7 +323,7 @@ def test_async_batcher_answers_a_batch_whose_first_client_went_away() -> None:
             gate.set()
             return [r["y"] for r in await asyncio.wait_for(asyncio.gather(*others), 30)]
 
-    assert [list(y) for y in asyncio.run(scenario())] == [[4], [6]]
+    assert [list(y) for y in _run(scenario())] == [[4], [6]]
 
 
 def test_async_batcher_fails_cleanly_when_the_executor_is_gone() -> None:
@@ -334,7 +341,7 @@ def test_async_batcher_fails_cleanly_when_the_executor_is_gone() -> None:
         await asyncio.wait_for(batcher.run(servable, signature, {"x": x}, 1), 30)
 
     with pytest.raises(Internal, match="batched run of model 'fake' failed"):
-        asyncio.run(scenario())
+        _run(scenario())
 
 
 def test_a_request_larger_than_a_batch_is_refused_as_tf_serving_does() -> None:
@@ -354,7 +361,7 @@ def test_a_request_larger_than_a_batch_is_refused_as_tf_serving_does() -> None:
             await batcher.run(servable, signature, {"x": np.ones(5, np.float32)}, 5)
 
     with pytest.raises(InvalidArgument, match=message):
-        asyncio.run(scenario())
+        _run(scenario())
 
 
 @pytest.mark.slow
