@@ -61,7 +61,10 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
+INT32_MAX = 2**31 - 1  # TensorFlow's ConfigProto thread counts are int32
+
+
+def _int_at_least(minimum: int, maximum: int = INT32_MAX) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -69,6 +72,8 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -135,9 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     flag(
         "--tensorflow_inter_op_parallelism",
         dest="inter_op_parallelism",
-        type=_int_at_least(0),
+        # TensorFlow's ConfigProto: a negative inter-op count runs every op in the caller's
+        # thread (valid, unlike a negative intra-op count, which aborts the process).
+        type=_int_at_least(-INT32_MAX - 1),
         default=0,
-        help="TF inter-op threads; 0 lets TensorFlow choose",
+        help="TF inter-op threads; 0 lets TensorFlow choose, negative runs ops in the caller",
     )
     return p
 

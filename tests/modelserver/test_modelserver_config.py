@@ -211,6 +211,7 @@ def test_label_on_unavailable_version_needs_the_flag(models_root: Path) -> None:
         (["--model_config_file_poll_wait_seconds=inf"], "finite number >= 0"),
         (["--grpc_max_threads=0"], "--grpc_max_threads: must be >= 1"),
         (["--tensorflow_intra_op_parallelism=-5"], "must be >= 0"),  # TF would abort the process
+        (["--tensorflow_intra_op_parallelism=2147483648"], "must be <= 2147483647"),  # int32
         (["--enable_batching=maybe"], "expected true or false"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
@@ -254,3 +255,10 @@ def test_bad_config_file_is_one_line_before_tensorflow(tmp_path: Path, which: st
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("modelserver: config error:")
     assert str(bad) in done.stderr
+
+
+def test_a_negative_inter_op_count_is_tensorflows_run_in_the_caller() -> None:
+    settings = parse_settings(
+        ["--model_config_file=serving/models.config", "--tensorflow_inter_op_parallelism=-1"]
+    )
+    assert settings.inter_op_parallelism == -1
