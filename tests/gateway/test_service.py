@@ -287,3 +287,7 @@ def test_gevent_worker_class_serves_predictions(gateway_modelserver, gateway_mod
             reply = http.post_json("/predict", {"instances": [GOOD]})
             assert reply.status == 200, reply.body
         assert http.get("/readyz").status == 200
+    # Stopped (SIGTERM): the worker closed its gRPC channel while gevent still ran, so grpc's
+    # __del__ did not print a "greenlet is being finalized" traceback at interpreter exit.
+    assert gateway.process.returncode == 0
+    assert "_ChannelCallState.__del__" not in gateway.log_text()
