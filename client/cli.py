@@ -20,9 +20,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
-from client.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ClientError
+from client.errors import EXIT_INTERNAL, EXIT_OK, ClientError
+from serving.cli_args import OneLineParser
 
 DEFAULT_GRPC = os.environ.get("MODEL_SERVER_GRPC", "localhost:8500")
 DEFAULT_URL = os.environ.get("GATEWAY_URL", "http://localhost:8000")
@@ -32,13 +32,6 @@ DEFAULT_MODELS_DIR = os.environ.get("MODEL_CARDS_DIR", "models")
 API_KEY = os.environ.get("GATEWAY_API_KEY") or None
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_BATCH = 100
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit code 2), not a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
 #: TF Serving's versions are int64; a larger --version cannot be sent.
@@ -187,15 +180,17 @@ def _housing_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from client import grpc_commands, http_commands
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m client", description="Clients of the model server and gateway."
     )
-    protocols = parser.add_subparsers(dest="protocol", required=True, parser_class=_Parser)
+    protocols = parser.add_subparsers(dest="protocol", required=True, parser_class=OneLineParser)
 
     grpc_parser = protocols.add_parser(
         "grpc", help="TF Serving gRPC API (model server or TF Serving)"
     )
-    grpc_cmds = grpc_parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    grpc_cmds = grpc_parser.add_subparsers(
+        dest="command", required=True, parser_class=OneLineParser
+    )
     common = _common(grpc=True)
     p = grpc_cmds.add_parser("predict", parents=[common], help="classify images")
     _model_selector(p, "fashion_mnist")
@@ -221,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     http_parser = protocols.add_parser("http", help="the gateway's HTTP API")
-    http_cmds = http_parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    http_cmds = http_parser.add_subparsers(
+        dest="command", required=True, parser_class=OneLineParser
+    )
     common = _common(grpc=False)
     p = http_cmds.add_parser("predict", parents=[common], help="classify images (POST /predict)")
     _model_selector(p, None)

@@ -8,17 +8,11 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+
+from serving.cli_args import OneLineParser
 
 #: TF Serving's versions are int64.
 MAX_VERSION = 2**63 - 1
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def _positive_int(text: str, maximum: int | None = None) -> int:
@@ -55,8 +49,8 @@ def _int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m training", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     models = ("fashion_mnist", "housing", "all")
 
     train = sub.add_parser("train", help="train models, write artifacts/<model>/")

@@ -9,7 +9,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+
+from serving.cli_args import OneLineParser
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,8 @@ def _int_at_least(minimum: int, maximum: int = INT32_MAX) -> Callable[[str], int
     return parse
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not a 16-line usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m serving.modelserver",
         description="Local TF Serving-compatible model server (gRPC + REST).",
     )

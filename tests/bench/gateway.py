@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 
 from serving import stack
+from serving.cli_args import OneLineParser
 from tests.bench import loadgen
 from tests.bench.naive_gateway import PREDICT_PATH
 
@@ -547,7 +548,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = loadgen.OneLineParser(
+    p = OneLineParser(
         prog="python -m tests.bench.gateway",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

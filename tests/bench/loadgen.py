@@ -22,7 +22,6 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NoReturn
 
 # Runs inside wrk (LuaJIT). Each thread and the done() phase get their own copy of the script,
 # so the body is read from the file at load time in every environment.
@@ -66,13 +65,6 @@ class WrkResult:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def positive_int(text: str) -> int:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bench.loadgen import OneLineParser, duration, warmup_duration
+from serving.cli_args import OneLineParser
+from tests.bench.loadgen import duration, warmup_duration
 from tests.helpers.modelserver_process import running_modelserver
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"

@@ -36,11 +36,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
+from serving.cli_args import OneLineParser
 from tests.load import report
 from tests.load.names import CLASSES_BY_TARGET
 
@@ -68,15 +69,8 @@ def parse_timespan(text: str) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m tests.load.run", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m tests.load.run", description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=32, help="concurrent users (default 32)")
     parser.add_argument("--spawn-rate", type=float, default=32, help="users started per second")
     parser.add_argument("--duration", type=parse_timespan, default=60, help="e.g. 60s, 2m (60s)")
