@@ -65,6 +65,28 @@ class _Queue:
     rows: int = 0
 
 
+def _take_batch(
+    ready: deque[_Queue], queues: dict[tuple[int, str], _Queue], max_rows: int
+) -> tuple[_Queue, list[Any]]:
+    """The next batch (up to ``max_rows`` rows) from the oldest ready queue, for both batchers."""
+    queue = ready.popleft()
+    batch: list[Any] = []
+    rows = 0
+    while queue.tasks and rows + queue.tasks[0].rows <= max_rows:
+        task = queue.tasks.popleft()
+        batch.append(task)
+        rows += task.rows
+    queue.rows -= rows
+    if queue.tasks:
+        ready.append(queue)  # the rest waits its turn behind other signatures
+    else:
+        key = (id(queue.servable), queue.signature.name)
+        if queues.get(key) is queue:
+            # Drop empty queues so an unloaded servable is not kept alive by its queue.
+            del queues[key]
+    return queue, batch
+
+
 def _run_batch(signature: Signature, batch_inputs: list[dict[str, np.ndarray]]) -> list[dict]:
     """One graph call for several requests' inputs; returns each request's output rows."""
     if len(batch_inputs) == 1:
@@ -181,22 +203,7 @@ class Batcher:
 
     def _take(self) -> tuple[_Queue, list[_Task]]:
         """Under the lock: the next batch from the oldest ready queue."""
-        queue = self._ready.popleft()
-        batch, rows = [], 0
-        limit = self._config.max_batch_size
-        while queue.tasks and rows + queue.tasks[0].rows <= limit:
-            task = queue.tasks.popleft()
-            batch.append(task)
-            rows += task.rows
-        queue.rows -= rows
-        if queue.tasks:
-            self._ready.append(queue)  # the rest waits its turn behind other signatures
-        else:
-            key = (id(queue.servable), queue.signature.name)
-            if self._queues.get(key) is queue:
-                # Drop empty queues so an unloaded servable is not kept alive by its queue.
-                del self._queues[key]
-        return queue, batch
+        return _take_batch(self._ready, self._queues, self._config.max_batch_size)
 
     def _execute(self, queue: _Queue, batch: list[_Task]) -> None:
         try:
@@ -245,12 +252,13 @@ class AsyncBatcher:
     """For the asyncio gRPC server: everything but the graph call runs on the event loop.
 
     Requests wait as futures (no thread each). While fewer than ``num_batch_threads`` batches
-    are running, a new request starts one at once with everything queued for the oldest
-    signature (itself included); when a batch finishes, a callback answers its requests and
-    starts the next batch from whatever queued meanwhile, so batches grow under load without a
-    fixed wait. Batches are run and answered by callbacks, not by a waiting coroutine, so a
-    lone request costs no extra loop turn and a client that goes away cannot strand the other
-    requests of its batch. Use from the loop thread only.
+    are running, a new request schedules a batch start for the next loop turn (so requests
+    that arrive together join one batch), taking everything queued for the oldest signature;
+    when a batch finishes, a callback answers its requests and at once starts the next batch
+    from whatever queued meanwhile, so batches grow under load without a fixed wait. Batches
+    are run and answered by callbacks, not by a waiting coroutine (no task per batch), so a
+    client that goes away cannot strand the other requests of its batch. Use from the loop
+    thread only.
     """
 
     def __init__(self, config: BatchingConfig, executor: Executor, metrics: Any = None) -> None:
@@ -292,21 +300,7 @@ class AsyncBatcher:
         return await task.future
 
     def _take(self) -> tuple[_Queue, list[_AsyncTask]]:
-        queue = self._ready.popleft()
-        batch: list[_AsyncTask] = []
-        rows, limit = 0, self._config.max_batch_size
-        while queue.tasks and rows + queue.tasks[0].rows <= limit:
-            task: Any = queue.tasks.popleft()
-            batch.append(task)
-            rows += task.rows
-        queue.rows -= rows
-        if queue.tasks:
-            self._ready.append(queue)
-        else:
-            key = (id(queue.servable), queue.signature.name)
-            if self._queues.get(key) is queue:
-                del self._queues[key]
-        return queue, batch
+        return _take_batch(self._ready, self._queues, self._config.max_batch_size)
 
     def _start_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
         self._starting -= 1
