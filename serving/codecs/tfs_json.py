@@ -160,16 +160,57 @@ def _is_named_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64_object(value)
 
 
-def decode_b64(text: str) -> bytes:
-    """Standard-alphabet base64, padding optional (as absl::Base64Unescape)."""
-    stripped = text.strip()
+_BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_DROP_ASCII_SPACE = str.maketrans("", "", " \t\n\r\f\v")
+
+
+def base64_bytes(text: str) -> bytes:
+    """Standard-alphabet base64, padding optional, ASCII whitespace anywhere ignored (as
+    absl::Base64Unescape, which TF Serving uses: line-wrapped output of ``base64`` decodes).
+    ``CodecError`` says what is wrong and where, so one implementation serves the model
+    server's ``{"b64": ...}`` and the gateway's."""
+    stripped = text.translate(_DROP_ASCII_SPACE)
     padded = stripped + "=" * (-len(stripped) % 4)
     try:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
-        raise CodecError(
-            f"Unable to base64 decode {excerpt({_B64_KEY: text})}: not standard base64"
-        ) from None
+        raise CodecError(_base64_problem(text)) from None
+
+
+def _base64_problem(text: str) -> str:
+    """Why ``base64_bytes`` refused ``text``; positions count characters of ``text`` as sent."""
+    start = len(text) - len(text.lstrip())
+    if text.startswith("data:", start) and ";base64," in text[start : start + 100]:
+        prefix = text[start : text.index(";base64,") + len(";base64,")]
+        return f"it is a data URL: send only the base64 text after {prefix!r}"
+    padding = 0
+    for position, char in enumerate(text):
+        if char in " \t\n\r\f\v":
+            continue
+        if char == "=":
+            padding += 1
+            continue
+        if padding:
+            return f"padding '=' before position {position}, not at the end"
+        if ord(char) < 128 and ord(char) in _BASE64_ALPHABET:
+            continue
+        if char in "-_":
+            return (
+                f"{char!r} at position {position} is URL-safe base64; "
+                f"use the standard alphabet ('+' and '/')"
+            )
+        return f"character {char!r} at position {position} is not in the base64 alphabet"
+    if padding > 2:
+        return f"{padding} padding characters '=' at the end (at most 2)"
+    return "its length cannot encode whole bytes (a character too many or missing)"
+
+
+def decode_b64(text: str) -> bytes:
+    """TF Serving's ``{"b64": ...}`` value -> bytes, with TF Serving's message on failure."""
+    try:
+        return base64_bytes(text)
+    except CodecError as exc:
+        raise CodecError(f"Unable to base64 decode {excerpt({_B64_KEY: text})}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ naming the instance, field or parameter, and what was expected versus what was s
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -29,6 +27,7 @@ from serving.codecs.images import (
 )
 from serving.codecs.json_pixels import split_pixel_instances
 from serving.codecs.messages import json_kind, quoted
+from serving.codecs.tfs_json import base64_bytes
 from serving.gateway.errors import ApiError
 
 PARAMETERS = ("top_k", "version", "version_label", "invert", "return_image")
@@ -365,9 +364,11 @@ def _image_from_b64(item: dict[str, Any], where: str, params: Params, max_pixels
             400, "invalid_instance", f"{where}: b64 must be a string, got {json_kind(encoded)}"
         )
     try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid_instance", f"{where}: b64 is not valid base64") from None
+        data = base64_bytes(encoded)
+    except CodecError as exc:
+        raise ApiError(
+            400, "invalid_instance", f"{where}: b64 is not valid base64: {exc}"
+        ) from None
     return decode_one_image(data, where, params, max_pixels)
 
 

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import math
+import re
 
 import numpy as np
 import orjson
@@ -125,6 +126,35 @@ def test_strings_utf8_and_b64() -> None:
     assert request.inputs["text"].tolist() == ["héllo".encode(), raw]
     unpadded = base64.b64encode(b"ab").decode().rstrip("=")
     assert decode({"inputs": {"b64": unpadded}}, STRINGS).inputs["text"].item() == b"ab"
+
+
+def test_b64_ignores_ascii_whitespace_as_absl_does() -> None:
+    raw = bytes(range(256))
+    wrapped = base64.encodebytes(raw).decode()  # 76-column lines, as the base64 tool writes
+    assert "\n" in wrapped.strip()
+    assert tfs_json.base64_bytes(wrapped) == raw
+    assert tfs_json.base64_bytes(" YW Jj\t") == b"abc"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("YW!j", "character '!' at position 2 is not in the base64 alphabet"),
+        ("YW\n!j", "character '!' at position 3"),  # positions count the text as sent
+        ("YWJ-", "'-' at position 3 is URL-safe base64"),
+        ("YWJ_", "'_' at position 3 is URL-safe base64"),
+        ("YQ=x", "padding '=' before position 3, not at the end"),
+        ("YQ===", "3 padding characters '=' at the end (at most 2)"),
+        ("YWJjZ", "cannot encode whole bytes"),
+        ("data:image/png;base64,YWJj", "data URL: send only the base64 text after"),
+        ("é", "character 'é' at position 0"),
+    ],
+)
+def test_b64_errors_say_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(CodecError, match=re.escape(reason)):
+        tfs_json.base64_bytes(text)
+    with pytest.raises(CodecError, match="Unable to base64 decode .*" + re.escape(reason)):
+        tfs_json.decode_b64(text)
 
 
 def test_nan_and_infinity_tokens_are_accepted_for_floats() -> None:
