@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from client.errors import EXIT_INTERNAL, EXIT_OK, ClientError
-from serving.cli_args import OneLineParser
+from serving.cli_args import OneLineParser, float_in_range, int_in_range
 
 DEFAULT_GRPC = os.environ.get("MODEL_SERVER_GRPC", "localhost:8500")
 DEFAULT_URL = os.environ.get("GATEWAY_URL", "http://localhost:8000")
@@ -38,32 +38,6 @@ DEFAULT_BATCH = 100
 MAX_VERSION = 2**63 - 1
 #: Plain gRPC targets are HOST:PORT; these URI schemes (gRPC naming) are passed on unchanged.
 _GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
-
-
-def _positive_int(text: str, maximum: int | None = None) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if maximum is not None and value > maximum:
-        raise argparse.ArgumentTypeError(f"expected 1..{maximum}, got {text!r}")
-    return value
-
-
-def _version(text: str) -> int:
-    return _positive_int(text, MAX_VERSION)
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def _grpc_target(text: str) -> str:
@@ -83,16 +57,6 @@ def _grpc_target(text: str) -> str:
     return target
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < 1e6:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
 def _common(*, grpc: bool) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     if grpc:
@@ -110,7 +74,7 @@ def _common(*, grpc: bool) -> argparse.ArgumentParser:
         )
     common.add_argument(
         "--timeout",
-        type=_seconds,
+        type=float_in_range(0, 1e6, above_minimum=True, what="seconds"),
         default=DEFAULT_TIMEOUT,
         help=f"deadline per request in seconds (default {DEFAULT_TIMEOUT:g})",
     )
@@ -126,7 +90,9 @@ def _model_selector(parser: argparse.ArgumentParser, default_model: str | None) 
             "--model", default=default_model, help=f"model name (default {default_model})"
         )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--version", type=_version, help="a specific model version")
+    which.add_argument(
+        "--version", type=int_in_range(1, MAX_VERSION), help="a specific model version"
+    )
     which.add_argument("--label", help="a version label, e.g. stable or canary")
 
 
@@ -136,11 +102,11 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--test-images",
-        type=_positive_int,
+        type=int_in_range(1),
         metavar="N",
         help="predict N random Fashion-MNIST test images and report the accuracy",
     )
-    parser.add_argument("--seed", type=_seed, help="random seed for --test-images (>= 0)")
+    parser.add_argument("--seed", type=int_in_range(0), help="random seed for --test-images (>= 0)")
     parser.add_argument(
         "--data-dir",
         help="Fashion-MNIST IDX directory (default: $FASHION_MNIST_DIR, then the usual places)",
@@ -153,7 +119,7 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=int_in_range(1),
         default=DEFAULT_BATCH,
         help=f"images per request (default {DEFAULT_BATCH})",
     )
@@ -171,7 +137,7 @@ def _housing_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=int_in_range(1),
         default=DEFAULT_BATCH,
         help=f"rows per request (default {DEFAULT_BATCH})",
     )

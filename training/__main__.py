@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 
-from serving.cli_args import OneLineParser
+from serving.cli_args import OneLineParser, float_in_range, int_in_range
 
 #: TF Serving's versions are int64.
 MAX_VERSION = 2**63 - 1
-
-
-def _positive_int(text: str, maximum: int | None = None) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    if maximum is not None and value > maximum:
-        raise argparse.ArgumentTypeError(f"must be 1..{maximum}, got {text}")
-    return value
-
-
-def _version(text: str) -> int:
-    return _positive_int(text, MAX_VERSION)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not 0 < value < math.inf:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+#: keras.utils.set_random_seed seeds numpy, whose seeds are 0..2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,16 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--artifacts-dir", default="artifacts", help="default: %(default)s")
     train.add_argument("--model", choices=models, default="all", help="default: %(default)s")
     train.add_argument(
-        "--epochs", type=_positive_int, help="default: 30 (fashion_mnist), 20 (housing)"
+        "--epochs", type=int_in_range(1), help="default: 30 (fashion_mnist), 20 (housing)"
     )
-    train.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
+    train.add_argument("--batch-size", type=int_in_range(1), default=32, help="default: 32")
     train.add_argument(
-        "--learning-rate", type=_positive_float, help="SGD learning rate; default: per model"
+        "--learning-rate",
+        type=float_in_range(0, above_minimum=True),
+        help="SGD learning rate; default: per model",
     )
     train.add_argument(
-        "--limit", type=_positive_int, help="use at most N examples of each split (quick runs)"
+        "--limit", type=int_in_range(1), help="use at most N examples of each split (quick runs)"
     )
-    train.add_argument("--seed", type=_int, default=42, help="default: %(default)s")
+    train.add_argument(
+        "--seed", type=int_in_range(0, MAX_SEED), default=42, help="default: %(default)s"
+    )
     train.add_argument(
         "--data-dir",
         help="Fashion-MNIST IDX directory; default: $FASHION_MNIST_DIR, "
@@ -82,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--artifacts-dir", default="artifacts", help="default: %(default)s")
     export.add_argument("--models-dir", default="models", help="default: %(default)s")
     export.add_argument("--model", choices=models, default="all", help="default: %(default)s")
-    export.add_argument("--version", type=_version, help="version number; default: next free one")
+    export.add_argument(
+        "--version",
+        type=int_in_range(1, MAX_VERSION),
+        help="version number; default: next free one",
+    )
     return parser
 
 

@@ -5,12 +5,11 @@ TF Serving's ``tensorflow_model_server`` where it has the flag; ``--models_root`
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.cli_args import OneLineParser
+from serving.cli_args import OneLineParser, float_in_range, int_in_range
 
 
 @dataclass(frozen=True)
@@ -42,42 +41,9 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 <= value < math.inf:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
 INT32_MAX = 2**31 - 1  # TensorFlow's ConfigProto thread counts are int32
-
-
-def _int_at_least(minimum: int, maximum: int = INT32_MAX) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        if value > maximum:
-            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
-        return value
-
-    return parse
+_PORT = int_in_range(0, 65535)
+_SECONDS = float_in_range(0, what="seconds")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     flag = p.add_argument
     flag("--model_config_file", type=Path, required=True, help="ModelServerConfig text proto")
-    flag("--port", type=_port, default=8500, help="gRPC port (default 8500)")
-    flag("--rest_api_port", type=_port, default=8501, help="REST port; 0 disables REST")
+    flag("--port", type=_PORT, default=8500, help="gRPC port (default 8500)")
+    flag("--rest_api_port", type=_PORT, default=8501, help="REST port; 0 disables REST")
     flag("--host", default="0.0.0.0", help="address to bind both ports (default 0.0.0.0)")  # noqa: S104
     flag(
         "--models_root",
@@ -107,27 +73,32 @@ def _parser() -> argparse.ArgumentParser:
     flag("--monitoring_config_file", type=Path, default=None)
     flag(
         "--file_system_poll_wait_seconds",
-        type=_non_negative,
+        type=_SECONDS,
         default=1.0,
         help="seconds between scans of the base paths; 0 scans only at start (default 1)",
     )
     flag(
         "--model_config_file_poll_wait_seconds",
-        type=_non_negative,
+        type=_SECONDS,
         default=0.0,
         help="seconds between re-reads of --model_config_file; 0 never (default)",
     )
     flag(
         "--grpc_max_threads",
-        type=_int_at_least(1),
+        type=int_in_range(1, INT32_MAX),
         default=32,
         help="gRPC handler threads (default 32)",
     )
-    flag("--rest_api_num_threads", type=_int_at_least(1), default=16, help="REST handler threads")
+    flag(
+        "--rest_api_num_threads",
+        type=int_in_range(1, INT32_MAX),
+        default=16,
+        help="REST handler threads",
+    )
     flag(
         "--tensorflow_intra_op_parallelism",
         dest="intra_op_parallelism",
-        type=_int_at_least(0),
+        type=int_in_range(0, INT32_MAX),
         default=0,
         help="TF intra-op threads; 0 lets TensorFlow choose",
     )
@@ -136,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="inter_op_parallelism",
         # TensorFlow's ConfigProto: a negative inter-op count runs every op in the caller's
         # thread (valid, unlike a negative intra-op count, which aborts the process).
-        type=_int_at_least(-INT32_MAX - 1),
+        type=int_in_range(-INT32_MAX - 1, INT32_MAX),
         default=0,
         help="TF inter-op threads; 0 lets TensorFlow choose, negative runs ops in the caller",
     )

@@ -10,7 +10,6 @@ human-readable text except what the Lua API lacks.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -22,6 +21,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from serving.cli_args import float_in_range, int_in_range
 
 # Runs inside wrk (LuaJIT). Each thread and the done() phase get their own copy of the script,
 # so the body is read from the file at load time in every environment.
@@ -67,36 +68,10 @@ class WrkResult:
         return asdict(self)
 
 
-def positive_int(text: str) -> int:
-    """argparse type for a count: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _seconds(text: str, *, zero_ok: bool) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (seconds >= 0 if zero_ok else seconds > 0):  # also refuses nan
-        bound = ">= 0" if zero_ok else "> 0"
-        raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text!r}")
-    return seconds
-
-
-def duration(text: str) -> float:
-    """argparse type for a measured duration in seconds: a positive number."""
-    return _seconds(text, zero_ok=False)
-
-
-def warmup_duration(text: str) -> float:
-    """argparse type for an unmeasured warm-up in seconds: zero or more."""
-    return _seconds(text, zero_ok=True)
+#: argparse types: a count (>= 1), a measured duration (> 0 s), a warm-up (>= 0 s).
+positive_int = int_in_range(1)
+duration = float_in_range(0, above_minimum=True, what="seconds")
+warmup_duration = float_in_range(0, what="seconds")
 
 
 def wrk_path() -> str:

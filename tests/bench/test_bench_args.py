@@ -10,9 +10,9 @@ from tests.bench import gateway, modelserver
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--seconds", "0"], "--seconds: must be > 0 seconds"),
+        (["--seconds", "0"], "--seconds: expected seconds > 0, got '0'"),
         (["--naive-workers", "0"], "--naive-workers: expected an integer >= 1"),
-        (["--naive-seconds", "nan"], "--naive-seconds: must be > 0 seconds"),
+        (["--naive-seconds", "nan"], "--naive-seconds: expected seconds > 0, got 'nan'"),
         (["--connections", "0"], "--connections: connection counts must be >= 1"),
         (["--bogus"], "unrecognized arguments"),
     ],
@@ -32,7 +32,7 @@ def test_gateway_bench_refuses_in_one_line(
         (["--clients", "0,16"], "--clients must be integers >= 1"),  # 0 clients used to run
         (["--clients", "abc"], "--clients must be integers >= 1"),
         (["--modes", "off,onn"], "--modes must be off and/or on"),  # "onn" ran as "off"
-        (["--warmup", "-1"], "--warmup: must be >= 0 seconds"),
+        (["--warmup", "-1"], "--warmup: expected seconds >= 0, got '-1'"),
     ],
 )
 def test_modelserver_bench_refuses_in_one_line(

@@ -203,15 +203,24 @@ def test_label_on_unavailable_version_needs_the_flag(models_root: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "fragment"),
     [
-        (["--port=abc"], "--port: port must be 0..65535, got 'abc'"),
-        (["--port=-1"], "--port: port must be 0..65535"),
-        (["--rest_api_port=70000"], "--rest_api_port: port must be 0..65535"),
-        (["--file_system_poll_wait_seconds=-1"], "finite number >= 0"),
-        (["--file_system_poll_wait_seconds=nan"], "finite number >= 0"),
-        (["--model_config_file_poll_wait_seconds=inf"], "finite number >= 0"),
-        (["--grpc_max_threads=0"], "--grpc_max_threads: must be >= 1"),
-        (["--tensorflow_intra_op_parallelism=-5"], "must be >= 0"),  # TF would abort the process
-        (["--tensorflow_intra_op_parallelism=2147483648"], "must be <= 2147483647"),  # int32
+        (["--port=abc"], "--port: expected an integer 0..65535, got 'abc'"),
+        (["--port=-1"], "--port: expected an integer 0..65535, got '-1'"),
+        (["--rest_api_port=70000"], "--rest_api_port: expected an integer 0..65535"),
+        (["--file_system_poll_wait_seconds=-1"], "expected seconds >= 0, got '-1'"),
+        (["--file_system_poll_wait_seconds=nan"], "expected seconds >= 0, got 'nan'"),
+        (["--model_config_file_poll_wait_seconds=inf"], "expected seconds >= 0"),
+        (
+            ["--grpc_max_threads=0"],
+            "--grpc_max_threads: expected an integer 1..2147483647, got '0'",
+        ),
+        (
+            ["--tensorflow_intra_op_parallelism=-5"],
+            "expected an integer 0..2147483647",
+        ),  # TF would abort the process
+        (
+            ["--tensorflow_intra_op_parallelism=2147483648"],
+            "0..2147483647, got '2147483648'",
+        ),  # int32
         (["--enable_batching=maybe"], "expected true or false"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],

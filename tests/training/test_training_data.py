@@ -258,18 +258,27 @@ def test_cli_train_data_errors_are_one_line(
     assert err.count("\n") == 1 and str(bad) in err
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--epochs", "0"])
-    assert exit_info.value.code == 2 and "positive integer" in capsys.readouterr().err
+    assert (
+        exit_info.value.code == 2 and "expected an integer >= 1, got '0'" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["train", "--epochs", "abc"], "--epochs: must be a positive integer, got 'abc'"),
-        (["train", "--learning-rate", "inf"], "positive finite number"),  # trained with inf
-        (["train", "--learning-rate", "nan"], "positive finite number"),
-        (["train", "--seed", "x"], "--seed: must be an integer"),
+        (["train", "--epochs", "abc"], "--epochs: expected an integer >= 1, got 'abc'"),
+        (
+            ["train", "--learning-rate", "inf"],
+            "expected a number > 0, got 'inf'",
+        ),  # trained with inf
+        (["train", "--learning-rate", "nan"], "expected a number > 0, got 'nan'"),
+        (["train", "--seed", "x"], "--seed: expected an integer 0..4294967295, got 'x'"),
+        (["train", "--seed", "-1"], "--seed: expected an integer 0..4294967295"),  # numpy's range
         (["train", "--bogus"], "unrecognized arguments: --bogus"),
-        (["export", "--version", str(2**63)], "--version: must be 1..9223372036854775807"),
+        (
+            ["export", "--version", str(2**63)],
+            "--version: expected an integer 1..9223372036854775807",
+        ),
         ([], "required: command"),
     ],
 )
