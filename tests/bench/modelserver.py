@@ -110,7 +110,7 @@ def loadgen_main(target: str, clients: int, warmup: float, seconds: float) -> No
 
 @dataclass
 class Row:
-    batching: bool
+    mode: str  # "off", "on" or "ceiling" (MODES)
     clients: int
     rps: float
     p50_ms: float
@@ -189,9 +189,15 @@ def check_answer(target: str) -> None:
     assert set(response.outputs) == {"probabilities", "class_ids", "class_names"}, response
 
 
+#: --modes: batching off, on, and on with graph calls answered from a cache (the front-end's
+#: ceiling, tests/bench/cached_graph_modelserver.py).
+MODES = ("off", "on", "ceiling")
+CACHED_GRAPH_SERVER = "tests.bench.cached_graph_modelserver"
+
+
 def measure(
     models_dir: Path,
-    batching: bool,
+    mode: str,
     clients: Sequence[int],
     warmup: float,
     seconds: float,
@@ -200,7 +206,11 @@ def measure(
 ) -> list[Row]:
     rows = []
     with running_modelserver(
-        models_dir, batching=batching, poll_seconds=30, extra_args=server_args
+        models_dir,
+        batching=mode != "off",
+        poll_seconds=30,
+        extra_args=server_args,
+        module=CACHED_GRAPH_SERVER if mode == "ceiling" else "serving.modelserver",
     ) as server:
         check_answer(server.grpc_target)
         for n in clients:
@@ -214,7 +224,7 @@ def measure(
             )
             rows.append(
                 Row(
-                    batching,
+                    mode,
                     n,
                     result["rps"],
                     result["p50_ms"],
@@ -225,7 +235,7 @@ def measure(
                 )
             )
             print(
-                f"  batching={'on' if batching else 'off'} clients={n}: {result['rps']:.0f} req/s",
+                f"  batching={mode} clients={n}: {result['rps']:.0f} req/s",
                 flush=True,
             )
     return rows
@@ -289,12 +299,13 @@ def report(rows: list[Row]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {'on' if r.batching else 'off'} | {r.clients} | {r.rps:,.0f} | {r.p50_ms:.2f} "
+            f"| {r.mode} | {r.clients} | {r.rps:,.0f} | {r.p50_ms:.2f} "
             f"| {r.p99_ms:.2f} | {r.errors} | {r.client_cpu:.0%} | {r.server_cpu:.0%} |"
         )
     top = max(r.clients for r in rows)
-    off = next((r for r in rows if not r.batching and r.clients == top), None)
-    on = next((r for r in rows if r.batching and r.clients == top), None)
+    off, on, ceiling = (
+        next((r for r in rows if r.mode == mode and r.clients == top), None) for mode in MODES
+    )
     if off and on and off.rps:
         ratio = on.rps / off.rps
         verdict = "meets" if ratio >= TARGET_RATIO else "misses"
@@ -302,6 +313,12 @@ def report(rows: list[Row]) -> str:
         lines.append(
             f"Batching on/off at {top} clients: **{ratio:.2f}x** ({verdict} the "
             f"{TARGET_RATIO:.0f}x target). CPU is % of one core; {os.cpu_count()} cores."
+        )
+    if off and ceiling and off.rps:
+        lines.append(
+            f"Ceiling (batching on, graph answered from a cache) at {top} clients: "
+            f"{ceiling.rps:,.0f} req/s = **{ceiling.rps / off.rps:.2f}x** off: the most "
+            f"batching can give through this gRPC front-end here, whatever the model costs."
         )
     return "\n".join(lines)
 
@@ -324,7 +341,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="extra model server flags (space-separated; write --server-args=... as they start "
         "with --), e.g. --server-args=--tensorflow_intra_op_parallelism=1",
     )
-    p.add_argument("--modes", default="off,on", help="batching modes to run: off,on")
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated: off, on (batching), ceiling (on, graph calls cached); default all",
+    )
     p.add_argument(
         "--client",
         choices=("h2load", "python"),
@@ -348,8 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: --clients must be integers >= 1, got {args.clients!r}", file=sys.stderr)
         return 2
     modes = args.modes.split(",")
-    if not set(modes) <= {"off", "on"}:  # anything else used to run as "off"
-        print(f"bench: --modes must be off and/or on, got {args.modes!r}", file=sys.stderr)
+    if not set(modes) <= set(MODES):  # anything else used to run as "off"
+        print(
+            f"bench: --modes must be among {','.join(MODES)}, got {args.modes!r}", file=sys.stderr
+        )
         return 2
     from tests.bench.gateway import resolve_models
     from tests.bench.loadgen import LoadgenError, h2load_path
@@ -369,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode in modes:
             rows += measure(
                 models_dir,
-                mode == "on",
+                mode,
                 clients,
                 args.warmup,
                 args.seconds,

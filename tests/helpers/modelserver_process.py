@@ -80,11 +80,12 @@ def modelserver_command(
     config_file: Path | None = None,
     poll_seconds: float = 1.0,
     extra_args: Sequence[str] = (),
+    module: str = "serving.modelserver",
 ) -> list[str]:
     command = [
         sys.executable,
         "-m",
-        "serving.modelserver",
+        module,
         f"--model_config_file={config_file or DEFAULT_CONFIG}",
         f"--models_root={models_root}",
         "--host=127.0.0.1",
@@ -108,6 +109,7 @@ def running_modelserver(
     poll_seconds: float = 1.0,
     extra_args: Sequence[str] = (),
     start_timeout: float = START_TIMEOUT_SECONDS,
+    module: str = "serving.modelserver",
 ) -> Iterator[ModelServerProcess]:
     """Start the server, wait until gRPC health is SERVING, SIGTERM it on exit."""
     grpc_port, rest_port = free_port(), free_port()
@@ -122,6 +124,7 @@ def running_modelserver(
         config_file=config_file,
         poll_seconds=poll_seconds,
         extra_args=extra_args,
+        module=module,
     )
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
