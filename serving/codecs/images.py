@@ -260,8 +260,12 @@ def _check_values(array: np.ndarray, where, *, batched: bool) -> np.ndarray:
     if bad.any():
         position = tuple(int(i) for i in np.argwhere(bad)[0])
         value = array[position]
-        if kind == "f" and math.isfinite(value) and value == math.floor(value):
+        # 300.0 reads as 300; a float beyond 2**53 stays a float (1e+30): as an int it would
+        # show digits the sender never wrote (1000000000000000019884624838656).
+        if kind == "f" and abs(value) < 2**53 and value == math.floor(value):
             value = int(value)
+        elif kind == "f":
+            value = float(value)
         raise CodecError(
             f"{where(position[0])}: pixel {list(position[1:])} is {value}, "
             "expected an integer 0..255"

@@ -67,6 +67,8 @@ JSON_CASES = [
      ["instance 1", "pixel [3, 5] is 256", "0..255"]),
     ("/predict", {"instances": [_pixels_with(-3)]}, 400, "invalid_input", ["pixel [3, 5] is -3"]),
     ("/predict", {"instances": [_pixels_with(1.5)]}, 400, "invalid_input", ["is 1.5"]),
+    ("/predict", {"instances": [_pixels_with(1e300)]}, 400, "invalid_input", ["is 1e+300,"]),
+    ("/predict", {"instances": [_pixels_with(300.0)]}, 400, "invalid_input", ["is 300,"]),
     ("/predict", {"instances": [_pixels_with("12")]}, 400, "invalid_input", ["string"]),
     ("/predict", {"instances": [_pixels_with(None)]}, 400, "invalid_input", ["null"]),
     ("/predict", {"instances": [_pixels_with(True)]}, 400, "invalid_input", ["boolean"]),
@@ -116,6 +118,19 @@ JSON_CASES = [
 )
 def test_bad_json_input(http, path, payload, status, code, fragments):
     _assert_error(http.post_json(path, payload), status, code, *fragments)
+
+
+def test_a_pixel_beyond_64_bits_is_shown_as_the_float_it_was_read_as(http):
+    # orjson reads integers beyond 64 bits as floats; the message shows that float, not digits
+    # nobody sent (1000000000000000019884624838656).
+    body = orjson.dumps({"instances": [_pixels_with(7)]}).replace(b"7", b"1" + b"0" * 30)
+    _assert_error(
+        http.post("/predict", body, "application/json"),
+        400,
+        "invalid_input",
+        "instance 0",
+        "pixel [3, 5] is 1e+30, expected an integer 0..255",
+    )
 
 
 def test_json_infinity_and_nan_literals_are_malformed_json(http):
