@@ -116,7 +116,8 @@ def _schemas(
                 "b64": {
                     "type": "string",
                     "contentEncoding": "base64",
-                    "description": "A PNG/JPEG/GIF/BMP/WEBP/TIFF file, base64-encoded.",
+                    "description": "A PNG/JPEG/GIF/BMP/WEBP/TIFF file, base64-encoded (standard "
+                    "alphabet; padding optional; line breaks and other ASCII whitespace ignored).",
                 }
             },
         },
