@@ -158,8 +158,11 @@ def tensor_proto_to_ndarray(proto: Any) -> np.ndarray:
         flat = np.asarray(values, dtype=dtype) if len(values) else np.empty(0, dtype)
     if len(flat) == count:
         return flat.reshape(shape)
-    if len(flat) == 1 and count > 1:  # TensorFlow fills a shape from a single value
-        return np.full(shape, flat[0], dtype=dtype)
+    if len(flat) == 1 and count > 1:
+        # TensorFlow fills a shape from a single value. A read-only broadcast view, not a
+        # filled copy: a message of a few bytes declaring 2**26 float64s would otherwise cost
+        # 512 MB before any check of the shape against the signature.
+        return np.broadcast_to(flat[:1].reshape(()), shape)
     field = _VALUE_FIELD_BY_DT[dt]
     if not len(flat):
         # The values were put in the wrong field (string_val for uint8, float_val for int): say

@@ -147,6 +147,23 @@ def test_predict_accepts_values_in_typed_fields(predict_stub: Any) -> None:
     np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
 
 
+def test_a_single_value_fills_the_declared_shape_as_in_tensorflow(predict_stub: Any) -> None:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "fashion_mnist"
+    tensor = req.inputs["images"]
+    tensor.dtype = 4  # DT_UINT8
+    for size in (3, 28, 28):
+        tensor.tensor_shape.dim.add().size = size
+    tensor.int_val.append(200)
+    filled = predict_pb2.PredictRequest()
+    filled.model_spec.name = "fashion_mnist"
+    ndarray_to_tensor_proto(np.full((3, 28, 28), 200, np.uint8), filled.inputs["images"])
+    a = outputs(predict_stub.Predict(req, timeout=30))
+    b = outputs(predict_stub.Predict(filled, timeout=30))
+    assert a["probabilities"].shape == (3, 10)
+    np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+
+
 def test_output_filter_returns_only_the_named_outputs(predict_stub: Any) -> None:
     req = request("fashion_mnist", {"images": images(2)}, output_filter=("class_ids",))
     got = outputs(predict_stub.Predict(req, timeout=30))

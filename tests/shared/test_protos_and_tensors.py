@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -76,6 +77,28 @@ def test_huge_declared_shape_is_refused_before_allocating():
         proto.tensor_shape.dim.add().size = size
     with pytest.raises(CodecError, match="more than"):
         tensor_proto_to_ndarray(proto)
+
+
+def test_a_single_value_fills_the_shape_without_allocating_it():
+    # As TensorFlow: one value fills the declared shape. 2**26 float64s (512 MB) declared by a
+    # message of a few bytes must not cost that memory before the shape is checked.
+    proto = protos.TensorProto(dtype=protos.DATA_TYPE["DT_DOUBLE"])
+    proto.double_val.append(2.5)
+    for size in (8192, 8192):
+        proto.tensor_shape.dim.add().size = size
+    tracemalloc.start()
+    try:
+        array = tensor_proto_to_ndarray(proto)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert array.shape == (8192, 8192) and array.dtype == np.float64
+    assert array[0, 0] == array[-1, -1] == 2.5
+    assert peak < 1 << 20, peak
+    small = protos.TensorProto(dtype=protos.DATA_TYPE["DT_UINT8"])
+    small.int_val.append(7)
+    small.tensor_shape.dim.add().size = 3
+    np.testing.assert_array_equal(tensor_proto_to_ndarray(small), np.array([7, 7, 7], np.uint8))
 
 
 def test_unsupported_dtype_is_named():
