@@ -130,38 +130,37 @@ def test_predict_housing_two_inputs(predict_stub: Any, local_models: dict) -> No
     np.testing.assert_allclose(got["aux"], want["aux"].numpy(), rtol=1e-5, atol=1e-5)
 
 
+def _same_answer_as_tensor_content(
+    stub: Any, shape: tuple[int, ...], int_val: list[int], pixels: np.ndarray
+) -> np.ndarray:
+    """Predict once with uint8 ``int_val`` values declared as ``shape`` and once with
+    ``pixels`` as tensor_content; asserts both answer the same and returns the probabilities."""
+    typed = predict_pb2.PredictRequest()
+    typed.model_spec.name = "fashion_mnist"
+    tensor = typed.inputs["images"]
+    tensor.dtype = 4  # DT_UINT8
+    for size in shape:
+        tensor.tensor_shape.dim.add().size = size
+    tensor.int_val.extend(int_val)
+    content = predict_pb2.PredictRequest()
+    content.model_spec.name = "fashion_mnist"
+    ndarray_to_tensor_proto(pixels, content.inputs["images"])
+    a = outputs(stub.Predict(typed, timeout=30))["probabilities"]
+    b = outputs(stub.Predict(content, timeout=30))["probabilities"]
+    np.testing.assert_array_equal(a, b)
+    return a
+
+
 def test_predict_accepts_values_in_typed_fields(predict_stub: Any) -> None:
     """Clients that fill int_val / float_val instead of tensor_content (e.g. other languages)."""
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "fashion_mnist"
-    tensor = req.inputs["images"]
-    tensor.dtype = 4  # DT_UINT8
-    for size in (1, 28, 28):
-        tensor.tensor_shape.dim.add().size = size
-    tensor.int_val.extend(images(1).reshape(-1).tolist())
-    content = predict_pb2.PredictRequest()
-    content.CopyFrom(req)
-    ndarray_to_tensor_proto(images(1), content.inputs["images"])
-    a = outputs(predict_stub.Predict(req, timeout=30))
-    b = outputs(predict_stub.Predict(content, timeout=30))
-    np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+    pixels = images(1)
+    _same_answer_as_tensor_content(predict_stub, (1, 28, 28), pixels.reshape(-1).tolist(), pixels)
 
 
 def test_a_single_value_fills_the_declared_shape_as_in_tensorflow(predict_stub: Any) -> None:
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "fashion_mnist"
-    tensor = req.inputs["images"]
-    tensor.dtype = 4  # DT_UINT8
-    for size in (3, 28, 28):
-        tensor.tensor_shape.dim.add().size = size
-    tensor.int_val.append(200)
-    filled = predict_pb2.PredictRequest()
-    filled.model_spec.name = "fashion_mnist"
-    ndarray_to_tensor_proto(np.full((3, 28, 28), 200, np.uint8), filled.inputs["images"])
-    a = outputs(predict_stub.Predict(req, timeout=30))
-    b = outputs(predict_stub.Predict(filled, timeout=30))
-    assert a["probabilities"].shape == (3, 10)
-    np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+    filled = np.full((3, 28, 28), 200, np.uint8)
+    answer = _same_answer_as_tensor_content(predict_stub, (3, 28, 28), [200], filled)
+    assert answer.shape == (3, 10)
 
 
 def test_output_filter_returns_only_the_named_outputs(predict_stub: Any) -> None:
