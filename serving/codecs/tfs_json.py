@@ -160,8 +160,9 @@ def _is_named_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64_object(value)
 
 
-_BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-_DROP_ASCII_SPACE = str.maketrans("", "", " \t\n\r\f\v")
+_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_ASCII_SPACE = " \t\n\r\f\v"  # what absl::ascii_isspace skips
+_DROP_ASCII_SPACE = str.maketrans("", "", _ASCII_SPACE)
 
 
 def base64_bytes(text: str) -> bytes:
@@ -185,14 +186,14 @@ def _base64_problem(text: str) -> str:
         return f"it is a data URL: send only the base64 text after {prefix!r}"
     padding = 0
     for position, char in enumerate(text):
-        if char in " \t\n\r\f\v":
+        if char in _ASCII_SPACE:
             continue
         if char == "=":
             padding += 1
             continue
         if padding:
             return f"padding '=' before position {position}, not at the end"
-        if ord(char) < 128 and ord(char) in _BASE64_ALPHABET:
+        if char in _BASE64_ALPHABET:
             continue
         if char in "-_":
             return (
