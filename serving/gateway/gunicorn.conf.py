@@ -9,6 +9,7 @@ on the first request) never cross a fork.
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import shutil
@@ -113,6 +114,10 @@ for _name, _path in (("GATEWAY_ACCESS_LOG", accesslog), ("GATEWAY_ERROR_LOG", er
 # kernel (glibc only; 0 leaves malloc as it is): big requests stop page-faulting their buffers
 # in again (serving/gateway/malloc.py, docs/performance.md item 14).
 malloc_keep_bytes = _int("GATEWAY_MALLOC_KEEP_BYTES", 64 * 1024 * 1024, maximum=MAX_KEEP_BYTES)
+# 1: each worker moves what it holds after loading the app (Flask, gRPC, numpy, the app) out of
+# the garbage collector's reach. Without it every full collection walked all of it: 23-42 ms
+# pauses, each stalling every connection of the worker (docs/performance.md, item 15).
+gc_freeze = _int("GATEWAY_GC_FREEZE", 1, maximum=1)
 proc_name = "fashion-gateway"
 preload_app = False
 
@@ -153,6 +158,9 @@ def post_worker_init(worker) -> None:
         import grpc.experimental.gevent
 
         grpc.experimental.gevent.init_gevent()
+    if gc_freeze:  # last: the app is loaded (gunicorn calls this after load_wsgi)
+        gc.collect()
+        gc.freeze()
 
 
 def worker_exit(server, worker) -> None:

@@ -8,6 +8,7 @@ in-process.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import runpy
 import socket
@@ -144,7 +145,7 @@ def test_other_worker_classes_answer_refused_requests_in_json(
 def load_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> dict[str, Any]:
     # An existing metrics dir: reading the config then creates no directory of its own.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    for name in ("GATEWAY_WORKER_CLASS", "GATEWAY_THREADS"):
+    for name in ("GATEWAY_WORKER_CLASS", "GATEWAY_THREADS", "GATEWAY_GC_FREEZE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -186,6 +187,18 @@ def test_post_worker_init_switches_grpc_to_gevent(monkeypatch, tmp_path, name, s
     assert calls == ([1] if switched else [])
 
 
+@pytest.mark.parametrize(("env", "frozen"), [({}, True), ({"GATEWAY_GC_FREEZE": "0"}, False)])
+def test_post_worker_init_freezes_what_the_loaded_app_holds(monkeypatch, tmp_path, env, frozen):
+    conf = load_conf(monkeypatch, tmp_path, GATEWAY_WORKER_CLASS="gthread", **env)
+    gc.unfreeze()
+    try:
+        conf["post_worker_init"](None)
+        # Frozen objects are out of every later collection's reach (no multi-ms full passes).
+        assert (gc.get_freeze_count() > 0) is frozen
+    finally:
+        gc.unfreeze()
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -200,6 +213,8 @@ def test_post_worker_init_switches_grpc_to_gevent(monkeypatch, tmp_path, name, s
         ({"GATEWAY_THREADS": "0"}, "GATEWAY_THREADS must be >= 1"),
         ({"GATEWAY_WORKER_CONNECTIONS": "0"}, "GATEWAY_WORKER_CONNECTIONS must be >= 1"),
         ({"GATEWAY_KEEPALIVE": "-1"}, "GATEWAY_KEEPALIVE must be >= 0"),
+        ({"GATEWAY_GC_FREEZE": "yes"}, "GATEWAY_GC_FREEZE must be an integer"),
+        ({"GATEWAY_GC_FREEZE": "2"}, "GATEWAY_GC_FREEZE must be 0..1, got 2"),
         ({"GATEWAY_LIMIT_REQUEST_LINE": "99999"}, "GATEWAY_LIMIT_REQUEST_LINE must be 0..8190"),
         (
             {"GATEWAY_LIMIT_REQUEST_FIELDS": "40000"},
