@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serving.codecs import CodecError
+from serving.codecs.png_rows import missing_pixel_data
 
 IMAGE_SHAPE = (28, 28)
 IMAGE_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
@@ -97,6 +98,8 @@ def _open_image(data: bytes, max_pixels: int) -> Image.Image:
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise CodecError(f"corrupt or truncated {image.format} image: {exc}") from exc
+    if image.format == "PNG" and (missing := missing_pixel_data(data)):
+        raise CodecError(f"truncated PNG image: {missing}")  # Pillow left those rows black
     return image
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from serving.gateway import GatewayConfig, create_app
 from tests.helpers.housing import HOUSING_ROW as HOUSE
 from tests.helpers.modelserver_process import free_port
-from tests.shared.test_images import png_header_only
+from tests.helpers.png import png_file
 
 from .conftest import MAX_BODY_BYTES, MAX_INSTANCES
 from .fake_modelserver import FakeModelServer
@@ -39,7 +39,7 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def _bomb() -> bytes:
-    return png_header_only(10_000, 10_000)  # declares 100 Mpx, holds nothing
+    return png_file(10_000, 10_000, None)  # declares 100 Mpx, holds nothing
 
 
 def _assert_error(reply, status: int, code: str, *fragments: str) -> dict:
@@ -163,6 +163,13 @@ def test_truncated_png_is_refused(http):
     data = _png(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
     reply = http.post("/predict", data[: len(data) // 2], "image/png")
     _assert_error(reply, 400, "invalid_image", "body")
+
+
+def test_png_with_rows_missing_is_refused(http):
+    # A complete zlib stream with 14 of 28 rows: Pillow alone would answer with the rest black.
+    rows = b"".join(b"\x00" + bytes(range(100, 128)) for _ in range(14))
+    reply = http.post("/predict", png_file(28, 28, rows), "image/png")
+    _assert_error(reply, 400, "invalid_image", "ends after 14 of 28 rows")
 
 
 def test_housing_wants_json(http):

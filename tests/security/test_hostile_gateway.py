@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from serving.gateway import GatewayConfig, create_app
-from tests.shared.test_images import png_header_only
+from tests.helpers.png import png_file
 
 PIXELS = np.zeros((28, 28), dtype=np.int64).tolist()
 HOUSE = {"wide": [1.0] * 5, "deep": [1.0] * 6}
@@ -99,9 +99,9 @@ def _png_bomb_with_data(side: int) -> bytes:
 
 
 HUGE_IMAGES = {
-    "png 100k x 100k declared": png_header_only(100_000, 100_000),
-    "png 2^31-1 square declared": png_header_only(2**31 - 1, 2**31 - 1),
-    "png 1 x 2^31-1 declared": png_header_only(1, 2**31 - 1),
+    "png 100k x 100k declared": png_file(100_000, 100_000, None),
+    "png 2^31-1 square declared": png_file(2**31 - 1, 2**31 - 1, None),
+    "png 1 x 2^31-1 declared": png_file(1, 2**31 - 1, None),
     "gif 65535 square": _gif_header(65535, 65535),
     "bmp 50k square": _bmp_header(50_000, 50_000),
     "jpeg 65500 square": _jpeg_header(65500, 65500),
@@ -403,7 +403,7 @@ def test_too_many_instances_and_pixels_use_the_default_limits(app_client, no_bac
     _assert_error(*_post(app_client, "/predict/housing", body), 400, "too_many_instances")
     side = int(GatewayConfig().max_image_pixels ** 0.5) + 1
     _assert_error(
-        *_post(app_client, "/predict", png_header_only(side, side), "image/png"),
+        *_post(app_client, "/predict", png_file(side, side, None), "image/png"),
         400,
         "image_too_large",
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from serving.codecs.images import (
     pixels_to_batch,
     pixels_to_image,
 )
+from tests.helpers.png import png_file
 
 
 def _encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
@@ -111,24 +110,11 @@ def test_truncated_image_is_refused():
         decode_image(data[: len(data) // 2])
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels but holds no pixel data (decoders read the
-    header first, so this is all a decompression bomb needs to be refused)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
 # 3000x3000 trips our limit; 20000x20000 also trips Pillow's own guard while opening.
 @pytest.mark.parametrize("side", [3000, 20000])
 def test_decompression_bomb_is_refused_before_decoding(side):
     with pytest.raises(CodecError, match="more than the limit of 1000000"):
-        decode_image(png_header_only(side, side), max_pixels=1_000_000)
+        decode_image(png_file(side, side, None), max_pixels=1_000_000)
 
 
 # -- JSON pixels -------------------------------------------------------------------------
