@@ -15,7 +15,8 @@ import os
 import shutil
 import tempfile
 
-# ctypes only: safe for the master, which must not import the app.
+# ctypes / mmap only: safe for the master, which must not import the app.
+from serving.gateway.balance import ConnectionBoard
 from serving.gateway.malloc import MAX_KEEP_BYTES, keep_freed_memory
 
 
@@ -118,6 +119,10 @@ malloc_keep_bytes = _int("GATEWAY_MALLOC_KEEP_BYTES", 64 * 1024 * 1024, maximum=
 # the garbage collector's reach. Without it every full collection walked all of it: 23-42 ms
 # pauses, each stalling every connection of the worker (docs/performance.md, item 15).
 gc_freeze = _int("GATEWAY_GC_FREEZE", 1, maximum=1)
+# 1: gevent workers share out keep-alive connections evenly (a worker holding more than a
+# sibling leaves it the next one, waiting at most 5 ms); 0: whoever wakes first takes it
+# (serving/gateway/balance.py, docs/performance.md item 16).
+balance_connections = _int("GATEWAY_BALANCE_CONNECTIONS", 1, maximum=1)
 proc_name = "fashion-gateway"
 preload_app = False
 
@@ -141,6 +146,22 @@ if not os.access(_metrics_dir, os.W_OK | os.X_OK):
 # prometheus_client re-entered that import ("partially initialized module", master exit 1 on a
 # graceful shutdown; tests/reliability/shutdown.py caught it).
 from prometheus_client import multiprocess as _prometheus_multiprocess  # noqa: E402
+
+# Made here, in the master, so that every forked worker shares it. Spare slots for workers
+# added with TTIN; a worker without a slot is simply not balanced.
+_board = (
+    ConnectionBoard(max(2 * workers, 16))
+    if balance_connections and worker_class == _WORKERS + "GeventWorker"
+    else None
+)
+
+
+def pre_fork(server, worker) -> None:
+    if _board is not None:
+        worker.connection_board = _board
+        worker.board_slot = _board.claim(
+            getattr(w, "board_slot", None) for w in server.WORKERS.values()
+        )
 
 
 def on_starting(server) -> None:
@@ -174,6 +195,8 @@ def worker_exit(server, worker) -> None:
 
 def child_exit(server, worker) -> None:
     _prometheus_multiprocess.mark_process_dead(worker.pid)
+    if _board is not None and getattr(worker, "board_slot", None) is not None:
+        _board.leave(worker.board_slot)
 
 
 def on_exit(server) -> None:

@@ -414,15 +414,39 @@ class MergedWrites:
 @functools.cache
 def _gevent_worker() -> type[Worker]:
     import gevent
-    from gunicorn.workers.ggevent import GeventWorker as StockGeventWorker
+    from gunicorn.workers import ggevent
 
-    class GeventWorker(JsonErrorsMixin, StockGeventWorker):
+    from serving.gateway.balance import balanced_server_class
+
+    class GeventWorker(JsonErrorsMixin, ggevent.GeventWorker):
         """gunicorn's gevent worker, answering its own request errors in JSON, with the header
-        block and body of a response sent in one write (``MergedWrites``) and bodies of known
-        length read with ``LengthBody``."""
+        block and body of a response sent in one write (``MergedWrites``), bodies of known
+        length read with ``LengthBody``, and connections balanced across workers when the
+        master gave it a slot on its ``ConnectionBoard`` (``balance.py``)."""
+
+        connection_board: Any = None  # set by gunicorn.conf.py's pre_fork, in the master
+        board_slot: int | None = None
+
+        def run(self) -> None:
+            if self.connection_board is not None and self.board_slot is not None:
+                # gunicorn builds its StreamServer inside run() from this module's name for
+                # the class, with no setting to pass another; this process is the only user.
+                ggevent.StreamServer = balanced_server_class(
+                    ggevent.StreamServer, self.connection_board, self.board_slot
+                )
+                self.connection_board.join(self.board_slot)  # the app is loaded: accepting now
+            super().run()
 
         def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
-            super().handle(listener, MergedWrites(client), addr)
+            board, slot = self.connection_board, self.board_slot
+            if board is None or slot is None:
+                super().handle(listener, MergedWrites(client), addr)
+                return
+            board.opened(slot)
+            try:
+                super().handle(listener, MergedWrites(client), addr)
+            finally:
+                board.closed(slot)
 
         def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
             use_length_body(req)
