@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import math
 import os
 import re
 import resource
@@ -41,7 +40,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from serving.cli_args import OneLineParser
+from serving.cli_args import OneLineParser, float_in_range, int_in_range
 from tests.load import report
 from tests.load.names import CLASSES_BY_TARGET
 
@@ -69,10 +68,17 @@ def parse_timespan(text: str) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
+AT_LEAST_ONE = int_in_range(1)
+RATE = float_in_range(0, above_minimum=True, what="users per second")  # nan used to start
+SECONDS = float_in_range(0, above_minimum=True, what="seconds")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m tests.load.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=int, default=32, help="concurrent users (default 32)")
-    parser.add_argument("--spawn-rate", type=float, default=32, help="users started per second")
+    parser.add_argument(
+        "--users", type=AT_LEAST_ONE, default=32, help="concurrent users (default 32)"
+    )
+    parser.add_argument("--spawn-rate", type=RATE, default=32, help="users started per second")
     parser.add_argument("--duration", type=parse_timespan, default=60, help="e.g. 60s, 2m (60s)")
     parser.add_argument("--target", choices=sorted(CLASSES_BY_TARGET), default="gateway")
     parser.add_argument(
@@ -86,22 +92,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="auto: start python -m serving.stack when nothing answers (default)",
     )
     parser.add_argument("--models-dir", default="models", help="for a stack started here")
-    parser.add_argument("--ready-timeout", type=float, default=300.0)
-    parser.add_argument("--processes", type=int, default=1, help="locust processes (--processes)")
+    parser.add_argument("--ready-timeout", type=SECONDS, default=300.0)
     parser.add_argument(
-        "--stop-timeout", type=int, default=5, help="seconds for running requests to finish"
+        "--processes", type=AT_LEAST_ONE, default=1, help="locust processes (--processes)"
     )
-    parser.add_argument("--batch", type=int, default=1, help="instances per request (LOAD_BATCH)")
+    parser.add_argument(
+        "--stop-timeout",
+        type=int_in_range(0),
+        default=5,
+        help="seconds for running requests to finish",
+    )
+    parser.add_argument(
+        "--batch", type=AT_LEAST_ONE, default=1, help="instances per request (LOAD_BATCH)"
+    )
     parser.add_argument("--reports-dir", default="reports/loadtest")
     args = parser.parse_args(argv)
-    for name in ("users", "processes", "batch", "duration"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    # "not > 0" also refuses nan, which used to pass and start the load.
-    if not 0 < args.spawn_rate < math.inf or args.stop_timeout < 0:
-        parser.error("--spawn-rate must be a positive number and --stop-timeout not negative")
-    if not 0 < args.ready_timeout < math.inf:
-        parser.error(f"--ready-timeout must be a positive number, got {args.ready_timeout}")
+    if args.duration < 1:
+        parser.error("--duration must be at least 1 s")
     if len(CLASSES_BY_TARGET[args.target]) > args.users:
         parser.error(f"--target {args.target} needs at least one user per class")
     return args

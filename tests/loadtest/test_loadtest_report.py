@@ -64,11 +64,15 @@ def test_parse_args_checks_users_per_class() -> None:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--spawn-rate", "nan"], "--spawn-rate must be a positive number"),  # used to start
-        (["--spawn-rate", "inf"], "--spawn-rate must be a positive number"),
-        (["--ready-timeout", "-1"], "--ready-timeout must be a positive number"),
-        (["--ready-timeout", "nan"], "--ready-timeout must be a positive number"),
-        (["--users", "abc"], "--users: invalid int value"),
+        (["--spawn-rate", "nan"], "--spawn-rate: expected users per second > 0, got 'nan'"),
+        (["--spawn-rate", "inf"], "--spawn-rate: expected users per second > 0, got 'inf'"),
+        (["--ready-timeout", "-1"], "--ready-timeout: expected seconds > 0, got '-1'"),
+        (["--ready-timeout", "nan"], "--ready-timeout: expected seconds > 0, got 'nan'"),
+        (["--users", "abc"], "--users: expected an integer >= 1, got 'abc'"),
+        (["--users", "0"], "--users: expected an integer >= 1, got '0'"),
+        (["--batch", "-2"], "--batch: expected an integer >= 1, got '-2'"),
+        (["--stop-timeout", "-1"], "--stop-timeout: expected an integer >= 0, got '-1'"),
+        (["--duration", "0s"], "--duration must be at least 1 s"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )
