@@ -68,7 +68,7 @@ class GatewayConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
         """Build the configuration from ``environ`` (default ``os.environ``); raises ConfigError."""
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = EnvReader(env)
         config = cls(
             model_server_grpc=reader.grpc_target("MODEL_SERVER_GRPC", cls.model_server_grpc),
             model_cards_dir=Path(reader.text("MODEL_CARDS_DIR", str(cls.model_cards_dir))),
@@ -108,7 +108,10 @@ class GatewayConfig:
         return out
 
 
-class _Reader:
+class EnvReader:
+    """Settings from environment variables: blank means unset; a bad value is a ConfigError
+    naming the variable (one line). Shared by the app's config and ``gunicorn.conf.py``."""
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
 
@@ -119,7 +122,9 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return self._raw(name) or default
 
-    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int = 1, maximum: int | None = None
+    ) -> int:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -127,8 +132,9 @@ class _Reader:
             value = int(raw)
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        if value < minimum:
-            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"
+            raise ConfigError(f"{name} must be {bounds}, got {value}")
         return value
 
     def number(

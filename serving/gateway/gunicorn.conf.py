@@ -15,30 +15,27 @@ import os
 import shutil
 import tempfile
 
-# ctypes / mmap only: safe for the master, which must not import the app.
+# ctypes, mmap and environment parsing only (no Flask, gRPC, numpy): safe for the master, which
+# must not import the app.
 from serving.gateway.balance import ConnectionBoard
+from serving.gateway.config import ConfigError, EnvReader, GatewayConfig
 from serving.gateway.malloc import MAX_KEEP_BYTES, keep_freed_memory
+
+_env = EnvReader(os.environ)
 
 
 def _int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     """An integer setting; out of range stops gunicorn with one line naming the variable
     (gunicorn itself would print a multi-line error, or silently clip e.g. a request-line
     limit above 8190)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"
-        raise SystemExit(f"{name} must be {bounds}, got {value}")
-    return value
+        return _env.integer(name, default, minimum=minimum, maximum=maximum)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _text(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
+    return _env.text(name, default)
 
 
 def _bind_addresses(raw: str) -> list[str]:
@@ -54,9 +51,7 @@ def _bind_addresses(raw: str) -> list[str]:
 
 # The app's own variables (serving/gateway/config.py) are read by each worker after the fork;
 # checking them here too makes a bad value stop gunicorn with one line, not a worker traceback
-# and "Worker failed to boot". config.py imports nothing heavy (no Flask, gRPC, numpy).
-from serving.gateway.config import ConfigError, GatewayConfig  # noqa: E402
-
+# and "Worker failed to boot".
 try:
     GatewayConfig.from_env()
 except ConfigError as _exc:
