@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from pathlib import Path
 
 import gevent
 import gevent.socket
+import psutil
 import pytest
 from gevent.event import Event
 from gevent.server import StreamServer
@@ -139,24 +139,18 @@ def test_a_loaded_worker_accepts_anyway_when_the_other_does_not():
 # -- end to end ---------------------------------------------------------------------------------
 
 
-def _established_by_pid(port: int, pids: list[int], state: str = "01") -> dict[int, int]:
-    """Server-side TCP connections on ``port`` held by each pid (Linux /proc), in ``state``
-    (01 ESTABLISHED, 08 CLOSE_WAIT: the client closed, the worker has not yet)."""
-    inodes = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].rsplit(":", 1)[1], 16)
-        if local_port == port and fields[3] == state:
-            inodes[fields[9]] = True
-    counts = {}
-    for pid in pids:
-        held = 0
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            target = os.readlink(fd) if fd.is_symlink() else ""
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                held += 1
-        counts[pid] = held
-    return counts
+def _established_by_pid(
+    port: int, pids: list[int], status: str = psutil.CONN_ESTABLISHED
+) -> dict[int, int]:
+    """Server-side TCP connections on ``port`` held by each pid, in ``status`` (CLOSE_WAIT: the
+    client closed, the worker has not yet)."""
+    return {
+        pid: sum(
+            conn.laddr.port == port and conn.status == status
+            for conn in psutil.Process(pid).net_connections(kind="tcp")
+        )
+        for pid in pids
+    }
 
 
 def _connect(port: int) -> socket.socket:
@@ -176,7 +170,7 @@ def _served_by(port: int, pids: list[int]) -> set[int]:
             client.close()
         # Until the workers have closed their ends, their counts still include these.
         deadline = time.monotonic() + 10
-        while any(_established_by_pid(port, pids, "08").values()):
+        while any(_established_by_pid(port, pids, psutil.CONN_CLOSE_WAIT).values()):
             assert time.monotonic() < deadline, "the workers kept closed connections"
             time.sleep(0.01)
 
