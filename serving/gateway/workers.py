@@ -439,14 +439,14 @@ def _gevent_worker() -> type[Worker]:
 
         def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
             board, slot = self.connection_board, self.board_slot
-            if board is None or slot is None:
-                super().handle(listener, MergedWrites(client), addr)
-                return
-            board.opened(slot)
+            balanced = board is not None and slot is not None
+            if balanced:
+                board.opened(slot)
             try:
                 super().handle(listener, MergedWrites(client), addr)
             finally:
-                board.closed(slot)
+                if balanced:
+                    board.closed(slot)
 
         def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
             use_length_body(req)
