@@ -40,7 +40,8 @@ REQUEST_SECONDS = Histogram(
 )
 BACKEND_SECONDS = Histogram(
     "gateway_backend_duration_seconds",
-    "Time spent in model-server gRPC calls (retries included), by model, RPC and outcome.",
+    "Time spent in model-server gRPC calls (retries included), by model, RPC and outcome; one "
+    "observation per call (a coalesced call carrying several requests counts once).",
     ["model", "rpc", "outcome"],
     buckets=LATENCY_BUCKETS,
 )

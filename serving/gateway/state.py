@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from flask import current_app
@@ -20,6 +20,8 @@ from serving.gateway.catalog import ModelCatalog
 from serving.gateway.coalesce import Coalescer
 from serving.gateway.config import GatewayConfig
 from serving.tfs_client import BackendError, Prediction, TFServingClient
+
+T = TypeVar("T")
 
 #: Backend calls one worker may have in flight at once (more pipeline, smaller batches).
 COALESCE_IN_FLIGHT = 1
@@ -64,57 +66,62 @@ class GatewayState:
         label: str | None,
         output_filter: Sequence[str] = (),
     ) -> Prediction:
-        start = time.perf_counter()
-        outcome = "OK"
-        try:
-            if self.coalescer is None:
-                return self.client.predict(
-                    model, inputs, version=version, label=label, output_filter=output_filter
-                )
-            key = (
+        if self.coalescer is None:
+            return self._timed(
                 model,
-                version,
-                label,
-                tuple(output_filter),
-                tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()),
+                "Predict",
+                lambda: self.client.predict(
+                    model, inputs, version=version, label=label, output_filter=output_filter
+                ),
             )
+        key = (
+            model,
+            version,
+            label,
+            tuple(output_filter),
+            tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()),
+        )
 
-            # One deadline per request, waiting in the coalescer included: the batch call gets
-            # what is left of its oldest request's budget (the earliest deadline in the batch).
-            budget = self.config.timeout_seconds
-            deadline = time.monotonic() + budget
+        # One deadline per request, waiting in the coalescer included: the batch call gets
+        # what is left of its oldest request's budget (the earliest deadline in the batch).
+        budget = self.config.timeout_seconds
+        deadline = time.monotonic() + budget
 
-            def call(merged: Mapping[str, np.ndarray]) -> tuple[tuple[str, int], Any]:
-                answer = self.client.predict(
+        def call(merged: Mapping[str, np.ndarray]) -> tuple[tuple[str, int], Any]:
+            answer = self._timed(
+                model,
+                "Predict",
+                lambda: self.client.predict(
                     model,
                     merged,
                     version=version,
                     label=label,
                     output_filter=output_filter,
                     timeout=max(deadline - time.monotonic(), 1e-3),
-                )
-                return (answer.model, answer.version), answer.outputs
-
-            (name, answered), outputs = self.coalescer.run(key, inputs, call, timeout=budget)
-            return Prediction(model=name, version=answered, outputs=outputs)
-        except BackendError as exc:
-            outcome = exc.grpc_code.name if exc.grpc_code is not None else "ERROR"
-            raise
-        finally:
-            metrics.child(metrics.BACKEND_SECONDS, model, "Predict", outcome).observe(
-                time.perf_counter() - start
+                ),
             )
+            return (answer.model, answer.version), answer.outputs
+
+        (name, answered), outputs = self.coalescer.run(key, inputs, call, timeout=budget)
+        return Prediction(model=name, version=answered, outputs=outputs)
 
     def status(self, model: str) -> list[dict[str, Any]]:
+        return self._timed(model, "GetModelStatus", lambda: self.client.status(model))
+
+    @staticmethod
+    def _timed(model: str, rpc: str, backend_call: Callable[[], T]) -> T:
+        """``backend_call()``, observed once in the backend histogram: per gRPC call (a coalesced
+        call serving many requests counts once, and time queued behind a busy call is not
+        backend time; it shows in the request duration)."""
         start = time.perf_counter()
         outcome = "OK"
         try:
-            return self.client.status(model)
+            return backend_call()
         except BackendError as exc:
             outcome = exc.grpc_code.name if exc.grpc_code is not None else "ERROR"
             raise
         finally:
-            metrics.child(metrics.BACKEND_SECONDS, model, "GetModelStatus", outcome).observe(
+            metrics.child(metrics.BACKEND_SECONDS, model, rpc, outcome).observe(
                 time.perf_counter() - start
             )
 

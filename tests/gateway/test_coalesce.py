@@ -8,9 +8,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from serving.gateway.coalesce import Coalescer
-from serving.tfs_client import BackendError, BackendUnavailable
+from serving.gateway.config import GatewayConfig
+from serving.gateway.state import GatewayState
+from serving.tfs_client import BackendError, BackendUnavailable, Prediction
 
 
 class GatedBackend:
@@ -184,3 +187,53 @@ def test_many_threads_all_get_their_own_answer() -> None:
 def test_bad_limits_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError, match=">= 1"):
         Coalescer(**kwargs)
+
+
+class GatedClient:
+    """A TFServingClient stand-in for GatewayState: the first Predict blocks until released."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []  # rows per call
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, model: str, inputs: Mapping[str, np.ndarray], **_kwargs) -> Prediction:
+        self.rows.append(len(inputs["images"]))
+        if len(self.rows) == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        return Prediction(model=model, version=3, outputs={"y": inputs["images"] + 1})
+
+
+def _backend_count(model: str) -> float:
+    labels = {"model": model, "rpc": "Predict", "outcome": "OK"}
+    return REGISTRY.get_sample_value("gateway_backend_duration_seconds_count", labels) or 0.0
+
+
+def test_the_backend_histogram_counts_calls_not_the_requests_they_carry() -> None:
+    state = GatewayState(GatewayConfig())
+    client = state.client = GatedClient()  # type: ignore[assignment]
+    model = "coalesce_metric_test"
+    before = _backend_count(model)
+    answers: dict[int, np.ndarray] = {}
+
+    def request(i: int) -> None:
+        answer = state.predict(model, {"images": np.array([[i]])}, version=None, label=None)
+        answers[i] = answer.outputs["y"]
+
+    first = threading.Thread(target=request, args=(0,))
+    first.start()
+    assert client.entered.wait(10)
+    queued = [threading.Thread(target=request, args=(i,)) for i in range(1, 6)]
+    for t in queued:
+        t.start()
+    for _ in range(1000):  # all five wait behind the blocked call
+        if state.coalescer is not None and len(state.coalescer._queue) == 5:
+            break
+        time.sleep(0.01)
+    client.release.set()
+    for t in (first, *queued):
+        t.join(10)
+    assert {i: a.tolist() for i, a in answers.items()} == {i: [[i + 1]] for i in range(6)}
+    assert client.rows == [1, 5]  # six requests, two gRPC calls
+    assert _backend_count(model) - before == 2
