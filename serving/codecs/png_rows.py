@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Samples per pixel by IHDR colour type: grey, RGB, palette, grey+alpha, RGBA.
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 #: Adam7 passes: (first column, first row, column step, row step).
@@ -42,10 +42,10 @@ def missing_pixel_data(data: bytes) -> str | None:
     if channels is None or width <= 0 or height <= 0:
         return None
     bits = channels * depth
-    row_bytes = 1 + (width * bits + 7) // 8  # the filter-type byte, then the packed samples
+    row_bytes = _row_bytes(width, bits)
     if interlaced:
         expected = sum(
-            rows * (1 + (cols * bits + 7) // 8)
+            rows * _row_bytes(cols, bits)
             for x0, y0, dx, dy in ADAM7_PASSES
             if (cols := (width - x0 + dx - 1) // dx) > 0
             and (rows := (height - y0 + dy - 1) // dy) > 0
@@ -60,8 +60,12 @@ def missing_pixel_data(data: bytes) -> str | None:
     return f"its pixel data ends after {got // row_bytes} of {height} rows"
 
 
+def _row_bytes(width: int, bits_per_pixel: int) -> int:
+    return 1 + (width * bits_per_pixel + 7) // 8  # the filter-type byte, then packed samples
+
+
 def _ihdr(data: bytes) -> tuple[int, int, int, int, bool] | None:
-    if not data.startswith(_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
+    if not data.startswith(SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
         return None
     width, height, depth, colour, _compression, _filter, interlace = struct.unpack(
         ">IIBBBBB", data[16:29]
@@ -74,7 +78,7 @@ def _inflated_size(data: bytes, *, limit: int) -> int | None:
     stream cannot be read (a corrupt stream is Pillow's to report)."""
     inflater = zlib.decompressobj()
     total = 0
-    pos = len(_SIGNATURE)
+    pos = len(SIGNATURE)
     try:
         while pos + 8 <= len(data) and total < limit:
             length, kind = struct.unpack(">I4s", data[pos : pos + 8])

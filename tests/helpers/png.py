@@ -8,9 +8,7 @@ import zlib
 
 import numpy as np
 
-from serving.codecs.png_rows import ADAM7_PASSES
-
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from serving.codecs.png_rows import ADAM7_PASSES, SIGNATURE
 
 
 def chunk(kind: bytes, data: bytes) -> bytes:
